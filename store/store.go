@@ -80,6 +80,8 @@ const (
 const (
 	ConflictIgnore    = "IGNORE"    // keep the existing task; report the new one as a duplicate
 	ConflictOverwrite = "OVERWRITE" // replace headers and re-queue the existing task if it is final
+	// A re-queued task takes the input's Status, keeps its attempt number (the
+	// fencing token) and starts again with zero failure counters.
 )
 
 // Token roles.
@@ -128,7 +130,8 @@ type Tasks interface {
 	// TaskAdd inserts tasks in one transaction. Tasks whose (module, body)
 	// already exists, in the store or earlier in the same call, are
 	// duplicates, handled by p.Conflict. The result lists one entry per input,
-	// in order.
+	// in order. Inputs are applied as if one at a time, in order; new tasks get
+	// increasing ids in input order.
 	TaskAdd(ctx context.Context, p TaskAddParams) (*TaskAddResult, error)
 	// TaskGet returns one task. ErrNotFound.
 	TaskGet(ctx context.Context, id int64) (*Task, error)
@@ -157,6 +160,7 @@ type Tasks interface {
 	// TaskExpireLeases finds leases that expired before p.Now, records an
 	// "infra" attempt row for each, and moves each task to the status the
 	// policy returns (READY to retry, or a final code). Returns those tasks.
+	// The policy is called with code StatusSysLost and kind KindInfra.
 	TaskExpireLeases(ctx context.Context, p TaskExpireParams) ([]*Task, error)
 	// AttemptList returns a task's attempt rows, oldest first.
 	AttemptList(ctx context.Context, taskID int64) ([]*Attempt, error)
@@ -165,6 +169,7 @@ type Tasks interface {
 // Pilots are the agents that lease and run tasks.
 type Pilots interface {
 	// PilotRegister inserts a pilot (status ACTIVE, last seen now) and returns it with its id.
+	// "Now" is p.RegisteredAt, or the current time if that is zero.
 	PilotRegister(ctx context.Context, p *Pilot) (*Pilot, error)
 	// PilotGet returns one pilot. ErrNotFound.
 	PilotGet(ctx context.Context, id int64) (*Pilot, error)
@@ -179,7 +184,8 @@ type Pilots interface {
 
 // Sites are where pilots run (a Slurm partition, a PBS queue, this host).
 type Sites interface {
-	// SitePut inserts or replaces a site by name.
+	// SitePut inserts or replaces a site by name. A replaced site keeps its
+	// original CreatedAt.
 	SitePut(ctx context.Context, s *Site) error
 	// SiteGet returns one site. ErrNotFound.
 	SiteGet(ctx context.Context, name string) (*Site, error)
@@ -195,7 +201,8 @@ type Coordination interface {
 	SemaphoreCreate(ctx context.Context, appID int64, name string, value int64, conflict string) error
 	// SemaphoreGet returns a semaphore's value. ErrNotFound.
 	SemaphoreGet(ctx context.Context, appID int64, name string) (int64, error)
-	// SemaphoreList returns all semaphores of an app whose name starts with prefix.
+	// SemaphoreList returns all semaphores of an app whose name starts with
+	// prefix (a literal, case-sensitive prefix), ordered by name.
 	SemaphoreList(ctx context.Context, appID int64, prefix string) ([]NameValue[int64], error)
 	// SemaphoreSet sets an existing semaphore. ErrNotFound.
 	SemaphoreSet(ctx context.Context, appID int64, name string, value int64) error
@@ -206,7 +213,8 @@ type Coordination interface {
 	VariableGet(ctx context.Context, appID int64, name string) (string, error)
 	// VariableSet creates or replaces a variable.
 	VariableSet(ctx context.Context, appID int64, name, value string) error
-	// VariableList returns all variables of an app whose name starts with prefix.
+	// VariableList returns all variables of an app whose name starts with
+	// prefix (a literal, case-sensitive prefix), ordered by name.
 	VariableList(ctx context.Context, appID int64, prefix string) ([]NameValue[string], error)
 }
 
@@ -323,8 +331,8 @@ type TaskAddParams struct {
 type TaskAddResult struct {
 	IDs        []int64 // per input: the new task's id, or the existing task's id for a duplicate
 	Duplicate  []bool  // per input: true if (module, body) existed
-	Inserted   int
-	Duplicates int
+	Inserted   int     // new tasks, plus final tasks re-queued by ConflictOverwrite
+	Duplicates int     // the other inputs; Inserted + Duplicates = len(Tasks)
 }
 
 // TaskFilter selects tasks.
@@ -397,7 +405,8 @@ type TaskCompleteParams struct {
 	Now         time.Time
 }
 
-// CompleteResult reports what happened to one completion.
+// CompleteResult reports what happened to one completion. A completion for
+// a task that does not exist is neither applied nor recorded.
 type CompleteResult struct {
 	Applied    bool // false: fenced (recorded only)
 	Status     int  // the task's status afterwards
@@ -422,7 +431,8 @@ type TaskExpireParams struct {
 }
 
 // Attempt is one execution of one task: the task perspective record.
-// Timestamps that did not happen are zero.
+// Timestamps that did not happen are zero. Stores keep every time, the user
+// timestamps included, at microsecond precision (truncated).
 type Attempt struct {
 	ID       int64
 	TaskID   int64

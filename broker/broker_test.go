@@ -1,0 +1,421 @@
+package broker_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/scalebox-hpc/scalebox/api"
+	"github.com/scalebox-hpc/scalebox/broker"
+	"github.com/scalebox-hpc/scalebox/store/sqlite"
+)
+
+const primesYAML = `
+name: app-primes-test
+parameters:
+  main_router: mr-module
+modules:
+  my-module:
+    base_image: app-primes/calc:${TAG}
+    site: local
+    slots: ["h0:1"]
+    parameters:
+      retry_rules: "['1:3','2:2','*']"
+  mr-module:
+    base_image: agent
+    parameters:
+      start_task: "1000"
+`
+
+type bundle struct {
+	b      *broker.Broker
+	client *api.Client
+	srv    *httptest.Server
+	ctx    context.Context
+}
+
+func setup(t *testing.T, cfg broker.Config) *bundle {
+	t.Helper()
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, t.TempDir()+"/scalebox.db")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = st.Close() })
+	b := broker.New(st, cfg, zaptest.NewLogger(t))
+	require.NoError(t, b.Start(ctx))
+	srv := httptest.NewServer(b.Handler())
+	t.Cleanup(func() { b.Close(); srv.Close() })
+	return &bundle{b: b, client: api.NewClient(srv.URL, ""), srv: srv, ctx: ctx}
+}
+
+func (tb *bundle) createApp(t *testing.T) *api.App {
+	t.Helper()
+	a, err := tb.client.AppCreate(tb.ctx, &api.AppCreateRequest{YAML: primesYAML, Vars: map[string]string{"TAG": "bash"}})
+	require.NoError(t, err)
+	return a
+}
+
+func (tb *bundle) register(t *testing.T) int64 {
+	t.Helper()
+	r, err := tb.client.PilotRegister(tb.ctx, &api.PilotRegistration{Site: "local", Host: "n0", Cores: 2})
+	require.NoError(t, err)
+	return r.Pilot.ID
+}
+
+func moduleCounts(a *api.App, name string) map[string]int64 {
+	for _, m := range a.Modules {
+		if m.Name == name {
+			return m.Counts
+		}
+	}
+	return nil
+}
+
+func TestAppCreateAddsStartTasks(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, broker.Config{})
+	a := tb.createApp(t)
+	require.Equal(t, "app-primes-test", a.Name)
+	require.Equal(t, "RUNNING", a.Status)
+	require.Equal(t, map[string]int64{"READY": 1}, moduleCounts(a, "mr-module"))
+
+	apps, err := tb.client.AppList(tb.ctx)
+	require.NoError(t, err)
+	require.Len(t, apps, 1)
+}
+
+func TestBadAppIsRejectedWithItsLine(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, broker.Config{})
+	_, err := tb.client.AppCreate(tb.ctx, &api.AppCreateRequest{YAML: "name: x\nmodules:\n  a:\n    sink_modules: [nope]\n", Filename: "bad.yaml"})
+	require.True(t, api.IsCode(err, api.CodeInvalidApp), "%v", err)
+	require.Contains(t, err.Error(), "bad.yaml:4")
+	require.Contains(t, err.Error(), "nope")
+
+	_, err = tb.client.AppCreate(tb.ctx, &api.AppCreateRequest{YAML: primesYAML})
+	require.True(t, api.IsCode(err, api.CodeInvalidApp), "undefined ${TAG}: %v", err)
+	require.Contains(t, err.Error(), "TAG")
+}
+
+func TestBadBodiesNameTheField(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, broker.Config{})
+	a := tb.createApp(t)
+	for _, c := range []struct{ body, want string }{
+		{`{"tasks":[{"body":""}]}`, "tasks[0].body"},
+		{`{"tasks":[{"module":"nope","body":"x"}]}`, "tasks[0].module"},
+		{`{"tasks":[{"body":"x","headers":{"a":1}}]}`, "headers"},
+		{`{"tasks":[],"bogus":1}`, "bogus"},
+		{`{"conflict":"MAYBE","tasks":[{"body":"x"}]}`, "conflict"},
+		{`not json`, "invalid JSON"},
+	} {
+		resp, err := http.Post(tb.srv.URL+"/api/v1/apps/"+itoa(a.ID)+"/tasks", "application/json", strings.NewReader(c.body))
+		require.NoError(t, err)
+		var body strings.Builder
+		_, _ = ioCopy(&body, resp)
+		require.Equal(t, http.StatusBadRequest, resp.StatusCode, c.body+" → "+body.String())
+		require.Contains(t, body.String(), c.want, c.body)
+		require.Contains(t, body.String(), `"code":"bad_request"`)
+	}
+}
+
+func TestLongPollIsWokenByNewWork(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, broker.Config{})
+	a := tb.createApp(t)
+	pilot := tb.register(t)
+
+	got := make(chan *api.LeaseResponse, 1)
+	errc := make(chan error, 1)
+	go func() {
+		r, err := tb.client.Lease(tb.ctx, pilot, &api.LeaseRequest{
+			Slots: []api.SlotRequest{{AppID: a.ID, Module: "my-module", Max: 4}}, WaitSeconds: 30})
+		got <- r
+		errc <- err
+	}()
+	require.Eventually(t, func() bool { return tb.b.Waiting() == 1 }, 10*time.Second, time.Millisecond)
+	start := time.Now()
+	_, err := tb.client.TaskAdd(tb.ctx, a.ID, &api.TaskAddRequest{Module: "my-module", Tasks: []api.TaskInput{{Body: "000000001_000000100"}}})
+	require.NoError(t, err)
+	r := <-got
+	require.NoError(t, <-errc)
+	require.Less(t, time.Since(start), 5*time.Second, "woken, not timed out")
+	require.Len(t, r.Tasks, 1)
+	require.Equal(t, "000000001_000000100", r.Tasks[0].Body)
+	require.Equal(t, 1, r.Tasks[0].Attempt)
+	require.JSONEq(t, `{}`, string(r.Tasks[0].Headers))
+}
+
+func TestCompleteEmitsMessagesAndFencesStaleResults(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, broker.Config{})
+	a := tb.createApp(t)
+	pilot := tb.register(t)
+
+	r, err := tb.client.Lease(tb.ctx, pilot, &api.LeaseRequest{Slots: []api.SlotRequest{{AppID: a.ID, Module: "mr-module", Max: 1}}})
+	require.NoError(t, err)
+	require.Len(t, r.Tasks, 1)
+	lt := r.Tasks[0]
+
+	msgs := []api.Message{
+		{Module: "my-module", Body: "000000001_000000100", Headers: map[string]string{"len": "100"}},
+		{Module: "my-module", Body: "000000101_000000200"},
+		{Module: "my-module", Body: "000000101_000000200"}, // duplicate
+	}
+	res, err := tb.client.Complete(tb.ctx, pilot, &api.CompleteRequest{Results: []api.Result{{
+		TaskID: lt.TaskID, Attempt: lt.Attempt, Code: 0, Messages: msgs,
+		Record: api.Attempt{Host: "n0", Stdout: "split 1000", ExitCode: 0},
+	}}})
+	require.NoError(t, err)
+	require.Equal(t, []api.CompleteResult{{TaskID: lt.TaskID, Applied: true, Status: 0, Emitted: 2, Duplicates: 1}}, res.Results)
+
+	// The same result again is stale: recorded as fenced, nothing emitted twice.
+	res, err = tb.client.Complete(tb.ctx, pilot, &api.CompleteRequest{Results: []api.Result{{
+		TaskID: lt.TaskID, Attempt: lt.Attempt, Code: 0, Messages: msgs}}})
+	require.NoError(t, err)
+	require.False(t, res.Results[0].Applied)
+
+	view, err := tb.client.AppGet(tb.ctx, a.ID)
+	require.NoError(t, err)
+	require.Equal(t, map[string]int64{"READY": 2}, moduleCounts(view, "my-module"))
+	require.Equal(t, map[string]int64{"OK": 1}, moduleCounts(view, "mr-module"))
+
+	d, err := tb.client.TaskGet(tb.ctx, lt.TaskID)
+	require.NoError(t, err)
+	require.Equal(t, "OK", d.Task.StatusName)
+	require.Len(t, d.Attempts, 2)
+	require.Equal(t, "app", d.Attempts[0].Kind)
+	require.Equal(t, "split 1000", d.Attempts[0].Stdout)
+	require.NotNil(t, d.Attempts[0].LeasedAt)
+	require.NotNil(t, d.Attempts[0].RecordedAt)
+	require.Equal(t, "fenced", d.Attempts[1].Kind)
+
+	list, err := tb.client.TaskList(tb.ctx, api.TaskListParams{AppID: a.ID, Module: "my-module"})
+	require.NoError(t, err)
+	require.Len(t, list.Tasks, 2)
+	require.Equal(t, "mr-module", list.Tasks[0].Headers["from_module"])
+	require.Equal(t, "100", list.Tasks[0].Headers["len"])
+}
+
+func TestRetryRulesAndDefaultSink(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, broker.Config{})
+	a := tb.createApp(t)
+	pilot := tb.register(t)
+	_, err := tb.client.TaskAdd(tb.ctx, a.ID, &api.TaskAddRequest{Module: "my-module", Tasks: []api.TaskInput{{Body: "t2"}}})
+	require.NoError(t, err)
+
+	// retry_rules '2:2': exit 2 is retried twice → three attempts, final status 2.
+	var last api.CompleteResult
+	for i := 1; i <= 3; i++ {
+		r, err := tb.client.Lease(tb.ctx, pilot, &api.LeaseRequest{Slots: []api.SlotRequest{{AppID: a.ID, Module: "my-module", Max: 1}}})
+		require.NoError(t, err)
+		require.Len(t, r.Tasks, 1, "attempt %d", i)
+		require.Equal(t, i, r.Tasks[0].Attempt)
+		res, err := tb.client.Complete(tb.ctx, pilot, &api.CompleteRequest{Results: []api.Result{{
+			TaskID: r.Tasks[0].TaskID, Attempt: i, Code: 2,
+			// A message with no module goes to the default sink: the main router.
+			Messages: []api.Message{{Body: "partial-" + itoa(int64(i))}},
+		}}})
+		require.NoError(t, err)
+		last = res.Results[0]
+	}
+	require.Equal(t, 2, last.Status)
+	r, err := tb.client.Lease(tb.ctx, pilot, &api.LeaseRequest{Slots: []api.SlotRequest{{AppID: a.ID, Module: "my-module", Max: 1}}})
+	require.NoError(t, err)
+	require.Empty(t, r.Tasks)
+
+	view, err := tb.client.AppGet(tb.ctx, a.ID)
+	require.NoError(t, err)
+	require.Equal(t, int64(4), moduleCounts(view, "mr-module")["READY"], "start task + 3 partial messages")
+}
+
+func TestMessageToUnknownModuleFailsTheTaskWith245(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, broker.Config{})
+	a := tb.createApp(t)
+	pilot := tb.register(t)
+	r, err := tb.client.Lease(tb.ctx, pilot, &api.LeaseRequest{Slots: []api.SlotRequest{{AppID: a.ID, Module: "mr-module", Max: 1}}})
+	require.NoError(t, err)
+	res, err := tb.client.Complete(tb.ctx, pilot, &api.CompleteRequest{Results: []api.Result{{
+		TaskID: r.Tasks[0].TaskID, Attempt: 1, Code: 0, Messages: []api.Message{{Module: "nope", Body: "x"}}}}})
+	require.NoError(t, err)
+	require.True(t, res.Results[0].Applied)
+	require.Equal(t, broker.CodeMessageRejected, res.Results[0].Status)
+	require.Contains(t, res.Results[0].Error, `no module "nope"`)
+}
+
+func TestPausedAppIsNotLeased(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, broker.Config{})
+	a := tb.createApp(t)
+	pilot := tb.register(t)
+	_, err := tb.client.AppAction(tb.ctx, a.ID, "pause")
+	require.NoError(t, err)
+	slots := []api.SlotRequest{{AppID: a.ID, Module: "mr-module", Max: 1}}
+	r, err := tb.client.Lease(tb.ctx, pilot, &api.LeaseRequest{Slots: slots})
+	require.NoError(t, err)
+	require.Empty(t, r.Tasks)
+
+	got := make(chan int, 1)
+	go func() {
+		r, err := tb.client.Lease(tb.ctx, pilot, &api.LeaseRequest{Slots: slots, WaitSeconds: 30})
+		if err != nil {
+			got <- -1
+			return
+		}
+		got <- len(r.Tasks)
+	}()
+	require.Eventually(t, func() bool { return tb.b.Waiting() == 1 }, 10*time.Second, time.Millisecond)
+	_, err = tb.client.AppAction(tb.ctx, a.ID, "resume")
+	require.NoError(t, err)
+	require.Equal(t, 1, <-got)
+
+	_, err = tb.client.AppSetFinished(tb.ctx, a.ID, "Result is 168")
+	require.NoError(t, err)
+	view, err := tb.client.AppGet(tb.ctx, a.ID)
+	require.NoError(t, err)
+	require.Equal(t, "FINISHED", view.Status)
+	require.Equal(t, "Result is 168", view.Result)
+	_, err = tb.client.AppAction(tb.ctx, a.ID, "resume")
+	require.True(t, api.IsCode(err, api.CodeConflict), "%v", err)
+}
+
+func TestExpiredLeaseIsRetriedAsInfra(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, broker.Config{LeaseTTL: time.Hour})
+	now := time.Now()
+	tb.b.SetClock(func() time.Time { return now })
+	a := tb.createApp(t)
+	pilot := tb.register(t)
+	slots := []api.SlotRequest{{AppID: a.ID, Module: "mr-module", Max: 1}}
+	r, err := tb.client.Lease(tb.ctx, pilot, &api.LeaseRequest{Slots: slots})
+	require.NoError(t, err)
+	require.Len(t, r.Tasks, 1)
+
+	now = now.Add(2 * time.Hour)
+	require.NoError(t, tb.b.Sweep(tb.ctx))
+	d, err := tb.client.TaskGet(tb.ctx, r.Tasks[0].TaskID)
+	require.NoError(t, err)
+	require.Equal(t, "READY", d.Task.StatusName)
+	require.Equal(t, 1, d.Task.InfraFailures)
+	require.Equal(t, 0, d.Task.AppFailures)
+	require.Equal(t, "infra", d.Attempts[0].Kind)
+
+	// The late result of the expired lease is fenced.
+	res, err := tb.client.Complete(tb.ctx, pilot, &api.CompleteRequest{Results: []api.Result{{TaskID: r.Tasks[0].TaskID, Attempt: 1}}})
+	require.NoError(t, err)
+	require.False(t, res.Results[0].Applied)
+}
+
+func TestDeregisterReleasesLeases(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, broker.Config{})
+	a := tb.createApp(t)
+	pilot := tb.register(t)
+	slots := []api.SlotRequest{{AppID: a.ID, Module: "mr-module", Max: 1}}
+	r, err := tb.client.Lease(tb.ctx, pilot, &api.LeaseRequest{Slots: slots})
+	require.NoError(t, err)
+	require.Len(t, r.Tasks, 1)
+	require.NoError(t, tb.client.Deregister(tb.ctx, pilot))
+	d, err := tb.client.TaskGet(tb.ctx, r.Tasks[0].TaskID)
+	require.NoError(t, err)
+	require.Equal(t, "READY", d.Task.StatusName)
+	require.Equal(t, 0, d.Task.InfraFailures+d.Task.AppFailures)
+
+	_, err = tb.client.Lease(tb.ctx, pilot, &api.LeaseRequest{Slots: slots})
+	require.True(t, api.IsCode(err, api.CodeConflict), "%v", err)
+}
+
+func TestSemaphoresAndVariables(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, broker.Config{})
+	a := tb.createApp(t)
+	_, err := tb.client.SemaphoreIncrement(tb.ctx, a.ID, "app-primes:sum_value", 25, false)
+	require.True(t, api.IsCode(err, api.CodeNotFound), "%v", err)
+	for _, n := range []int64{25, 21, 16} {
+		_, err := tb.client.SemaphoreIncrement(tb.ctx, a.ID, "app-primes:sum_value", n, true)
+		require.NoError(t, err)
+	}
+	s, err := tb.client.SemaphoreGet(tb.ctx, a.ID, "app-primes:sum_value")
+	require.NoError(t, err)
+	require.Equal(t, int64(62), s.Value)
+	require.NoError(t, tb.client.SemaphoreCreate(tb.ctx, a.ID, &api.SemaphoreCreateRequest{Semaphores: map[string]int64{"vtask_size:head": 2}}))
+	err = tb.client.SemaphoreCreate(tb.ctx, a.ID, &api.SemaphoreCreateRequest{Semaphores: map[string]int64{"vtask_size:head": 2}})
+	require.True(t, api.IsCode(err, api.CodeConflict), "%v", err)
+	list, err := tb.client.SemaphoreList(tb.ctx, a.ID, "vtask")
+	require.NoError(t, err)
+	require.Equal(t, []api.Semaphore{{Name: "vtask_size:head", Value: 2}}, list)
+
+	_, err = tb.client.VariableSet(tb.ctx, a.ID, "target", "/data/out")
+	require.NoError(t, err)
+	v, err := tb.client.VariableGet(tb.ctx, a.ID, "target")
+	require.NoError(t, err)
+	require.Equal(t, "/data/out", v.Value)
+	_, err = tb.client.VariableGet(tb.ctx, a.ID, "missing")
+	require.True(t, api.IsCode(err, api.CodeNotFound))
+}
+
+func TestAuthRoles(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, broker.Config{Auth: true})
+	tokenFile := t.TempDir() + "/token"
+	require.NoError(t, tb.b.BootstrapAdminToken(tb.ctx, tokenFile))
+	adminTok := readFile(t, tokenFile)
+
+	anon := tb.client
+	_, err := anon.AppList(tb.ctx)
+	require.True(t, api.IsCode(err, api.CodeUnauthorized), "%v", err)
+
+	admin := api.NewClient(tb.srv.URL, adminTok)
+	userTok, err := admin.TokenCreate(tb.ctx, &api.TokenRequest{Role: "user"})
+	require.NoError(t, err)
+	pilotTok, err := admin.TokenCreate(tb.ctx, &api.TokenRequest{Role: "pilot", Site: "hpc1"})
+	require.NoError(t, err)
+	_, err = admin.TokenCreate(tb.ctx, &api.TokenRequest{Role: "pilot"})
+	require.True(t, api.IsCode(err, api.CodeBadRequest), "pilot token without site: %v", err)
+
+	user := api.NewClient(tb.srv.URL, userTok.Token)
+	a, err := user.AppCreate(tb.ctx, &api.AppCreateRequest{YAML: primesYAML, Vars: map[string]string{"TAG": "x"}})
+	require.NoError(t, err)
+	_, err = user.TokenCreate(tb.ctx, &api.TokenRequest{Role: "admin"})
+	require.True(t, api.IsCode(err, api.CodeForbidden), "%v", err)
+
+	pilot := api.NewClient(tb.srv.URL, pilotTok.Token)
+	_, err = pilot.PilotRegister(tb.ctx, &api.PilotRegistration{Site: "other", Host: "n1"})
+	require.True(t, api.IsCode(err, api.CodeForbidden), "%v", err)
+	reg, err := pilot.PilotRegister(tb.ctx, &api.PilotRegistration{Site: "hpc1", Host: "n1"})
+	require.NoError(t, err)
+	// my-module runs on site "local": a pilot of hpc1 may not lease it.
+	_, err = pilot.Lease(tb.ctx, reg.Pilot.ID, &api.LeaseRequest{Slots: []api.SlotRequest{{AppID: a.ID, Module: "my-module", Max: 1}}})
+	require.True(t, api.IsCode(err, api.CodeForbidden), "%v", err)
+	_, err = pilot.AppAction(tb.ctx, a.ID, "cancel")
+	require.True(t, api.IsCode(err, api.CodeForbidden), "%v", err)
+
+	// A pilot of another site may not act for this pilot.
+	other, err := admin.TokenCreate(tb.ctx, &api.TokenRequest{Role: "pilot", Site: "hpc2"})
+	require.NoError(t, err)
+	_, err = api.NewClient(tb.srv.URL, other.Token).Heartbeat(tb.ctx, reg.Pilot.ID, &api.HeartbeatRequest{})
+	require.True(t, api.IsCode(err, api.CodeForbidden), "%v", err)
+
+	// The token file is the credential: a restart registers it again.
+	require.NoError(t, tb.b.BootstrapAdminToken(tb.ctx, tokenFile))
+}
+
+func TestHealthzAndMetrics(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, broker.Config{})
+	require.NoError(t, tb.client.Healthz(tb.ctx))
+	tb.createApp(t)
+	resp, err := http.Get(tb.srv.URL + "/metrics")
+	require.NoError(t, err)
+	var body strings.Builder
+	_, _ = ioCopy(&body, resp)
+	require.Contains(t, body.String(), "scalebox_tasks_added_total 1")
+	require.Contains(t, body.String(), `scalebox_http_requests_total{code="201",method="POST",route="/api/v1/apps"} 1`)
+}

@@ -1,0 +1,491 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/scalebox-hpc/scalebox/api"
+	"github.com/scalebox-hpc/scalebox/store"
+)
+
+// CodeMessageRejected is the status a task gets when the messages it
+// emitted cannot be accepted (Scalebox's ExMessageSendException).
+const CodeMessageRejected = 245
+
+// RegisterPilot records a new pilot.
+func (b *Broker) RegisterPilot(ctx context.Context, p Principal, r *api.PilotRegistration) (*api.PilotRegistered, error) {
+	if r.Host == "" {
+		return nil, errorf(api.CodeBadRequest, "host", "host is required")
+	}
+	if r.Site == "" {
+		r.Site = "local"
+	}
+	if p.Role == store.RolePilot && p.Site != "" && p.Site != r.Site {
+		return nil, errorf(api.CodeForbidden, "site", fmt.Sprintf("this token may register pilots for site %q only", p.Site))
+	}
+	slots, _ := json.Marshal(r.Slots)
+	sp := &store.Pilot{
+		Site: r.Site, Host: r.Host, IP: r.IP, Cores: r.Cores, MemoryMB: r.MemoryMB, GPUs: r.GPUs,
+		Slots: string(slots), JobID: r.JobID, Version: r.Version, RegisteredAt: b.now(), LastSeen: b.now(),
+		Status: store.PilotActive,
+	}
+	if r.Deadline != nil {
+		sp.Deadline = *r.Deadline
+	}
+	got, err := b.store.PilotRegister(ctx, sp)
+	if err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	b.pilots[got.ID] = &pilotState{id: got.ID, site: got.Site, status: got.Status}
+	b.mu.Unlock()
+	b.log.Info("pilot registered", zap.Int64("pilot", got.ID), zap.String("host", got.Host), zap.String("site", got.Site))
+	return &api.PilotRegistered{
+		Pilot:            pilotView(got),
+		LeaseTTLSeconds:  b.cfg.LeaseTTL.Seconds(),
+		HeartbeatSeconds: (b.cfg.LeaseTTL / 3).Seconds(),
+	}, nil
+}
+
+// pilot returns the cached state of a pilot, checking the caller may act
+// for it.
+func (b *Broker) pilot(ctx context.Context, p Principal, id int64) (*pilotState, error) {
+	b.mu.RLock()
+	ps := b.pilots[id]
+	b.mu.RUnlock()
+	if ps == nil {
+		sp, err := b.store.PilotGet(ctx, id)
+		if err != nil {
+			return nil, storeErr(err, fmt.Sprintf("pilot %d", id))
+		}
+		ps = &pilotState{id: sp.ID, site: sp.Site, status: sp.Status}
+		b.mu.Lock()
+		b.pilots[id] = ps
+		b.mu.Unlock()
+	}
+	if p.Role == store.RolePilot && p.Site != "" && p.Site != ps.site {
+		return nil, errorf(api.CodeForbidden, "", fmt.Sprintf("this token may act for site %q only", p.Site))
+	}
+	return ps, nil
+}
+
+func (b *Broker) pilotStatus(ps *pilotState) string {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return ps.status
+}
+
+// Lease hands tasks to a pilot, waiting up to r.WaitSeconds for work.
+func (b *Broker) Lease(ctx context.Context, p Principal, pilotID int64, r *api.LeaseRequest) (*api.LeaseResponse, error) {
+	ps, err := b.pilot(ctx, p, pilotID)
+	if err != nil {
+		return nil, err
+	}
+	switch b.pilotStatus(ps) {
+	case store.PilotActive:
+	case store.PilotDraining:
+		return &api.LeaseResponse{Tasks: []api.LeasedTask{}}, nil
+	default:
+		return nil, errorf(api.CodeConflict, "", fmt.Sprintf("pilot %d is %s; register again", pilotID, b.pilotStatus(ps)))
+	}
+	wait := time.Duration(r.WaitSeconds * float64(time.Second))
+	if wait > b.cfg.MaxWait {
+		wait = b.cfg.MaxWait
+	}
+	deadline := time.Now().Add(wait)
+	var ch chan struct{}
+	var registered []int64
+	defer func() {
+		if ch != nil {
+			b.waiters.remove(ch, registered)
+		}
+	}()
+	for {
+		reqs, modIDs, err := b.slotRequests(ctx, ps, r)
+		if err != nil {
+			return nil, err
+		}
+		var leased []*store.Lease
+		if len(reqs) > 0 {
+			leased, err = b.store.TaskLease(ctx, store.TaskLeaseParams{
+				PilotID: pilotID, Modules: reqs, Hosts: r.Hosts, TTL: b.cfg.LeaseTTL, Now: b.now(),
+			})
+			if err != nil {
+				return nil, err
+			}
+		}
+		if len(leased) > 0 || wait <= 0 {
+			return b.leaseResponse(pilotID, leased), nil
+		}
+		// Register before the next look so that a wake-up between the
+		// look and the wait is not lost.
+		if ch == nil || !sameIDs(registered, modIDs) {
+			if ch != nil {
+				b.waiters.remove(ch, registered)
+			}
+			ch = make(chan struct{}, 1)
+			registered = modIDs
+			b.waiters.add(ch, registered)
+			continue
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return b.leaseResponse(pilotID, nil), nil
+		}
+		if left > b.cfg.PollFallback {
+			left = b.cfg.PollFallback
+		}
+		timer := time.NewTimer(left)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, ctx.Err()
+		case <-b.stop:
+			timer.Stop()
+			return b.leaseResponse(pilotID, nil), nil
+		case <-ch:
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
+}
+
+func sameIDs(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// slotRequests resolves a lease request to the modules of running apps the
+// pilot may take work from.
+func (b *Broker) slotRequests(ctx context.Context, ps *pilotState, r *api.LeaseRequest) ([]store.ModuleLease, []int64, error) {
+	var out []store.ModuleLease
+	var ids []int64
+	if len(r.Slots) == 0 {
+		max := r.Max
+		if max <= 0 {
+			max = 1
+		}
+		b.mu.RLock()
+		for _, m := range b.modules {
+			if m.app.status == store.AppRunning && (m.site == "" || m.site == ps.site) {
+				out = append(out, store.ModuleLease{ModuleID: m.id, Max: max})
+				ids = append(ids, m.id)
+			}
+		}
+		b.mu.RUnlock()
+		return capTotal(out, max), ids, nil
+	}
+	for i, s := range r.Slots {
+		if s.Max <= 0 {
+			continue
+		}
+		m, err := b.resolveSlot(ctx, s)
+		if err != nil {
+			if ae, ok := err.(*api.Error); ok {
+				ae.Field = fmt.Sprintf("slots[%d]", i)
+			}
+			return nil, nil, err
+		}
+		if m.site != "" && m.site != ps.site {
+			return nil, nil, errorf(api.CodeForbidden, fmt.Sprintf("slots[%d]", i),
+				fmt.Sprintf("module %s runs on site %q, this pilot is on %q", m.name, m.site, ps.site))
+		}
+		ids = append(ids, m.id)
+		b.mu.RLock()
+		running := m.app.status == store.AppRunning
+		b.mu.RUnlock()
+		if running {
+			out = append(out, store.ModuleLease{ModuleID: m.id, Max: s.Max})
+		}
+	}
+	return out, ids, nil
+}
+
+// capTotal spreads a total budget over modules (any-module pilots): each
+// module may yield up to max, but the store leases module by module, so
+// cap the sum by giving the first modules the budget.
+func capTotal(reqs []store.ModuleLease, max int) []store.ModuleLease {
+	if len(reqs) <= 1 {
+		return reqs
+	}
+	// Leasing max from each module could over-lease by a factor of the
+	// number of modules; keep it simple and fair enough: one share each,
+	// at least one.
+	share := max / len(reqs)
+	if share < 1 {
+		share = 1
+	}
+	for i := range reqs {
+		reqs[i].Max = share
+	}
+	return reqs
+}
+
+func (b *Broker) resolveSlot(ctx context.Context, s api.SlotRequest) (*moduleState, error) {
+	if s.ModuleID != 0 {
+		b.mu.RLock()
+		m := b.modules[s.ModuleID]
+		b.mu.RUnlock()
+		if m == nil {
+			return nil, errorf(api.CodeNotFound, "", fmt.Sprintf("module %d not found", s.ModuleID))
+		}
+		return m, nil
+	}
+	if s.AppID == 0 || s.Module == "" {
+		return nil, errorf(api.CodeBadRequest, "", "a slot names module_id, or app_id and module")
+	}
+	a, err := b.app(ctx, s.AppID)
+	if err != nil {
+		return nil, err
+	}
+	m := a.modules[s.Module]
+	if m == nil {
+		return nil, errorf(api.CodeNotFound, "", fmt.Sprintf("app %d has no module %q", s.AppID, s.Module))
+	}
+	return m, nil
+}
+
+func (b *Broker) leaseResponse(pilotID int64, leased []*store.Lease) *api.LeaseResponse {
+	out := &api.LeaseResponse{Tasks: make([]api.LeasedTask, len(leased))}
+	if len(leased) == 0 {
+		return out
+	}
+	b.metrics.leased.Add(float64(len(leased)))
+	b.mu.Lock()
+	for i, l := range leased {
+		b.leases[l.TaskID] = leaseInfo{moduleID: l.ModuleID, attempt: l.Attempt, pilotID: pilotID}
+		name := ""
+		if m := b.modules[l.ModuleID]; m != nil {
+			name = m.name
+		}
+		out.Tasks[i] = api.LeasedTask{
+			TaskID: l.TaskID, Attempt: l.Attempt, AppID: l.AppID, ModuleID: l.ModuleID, Module: name,
+			Body: l.Body, Headers: json.RawMessage(l.Headers), CreatedAt: l.CreatedAt, LeasedAt: l.LeasedAt, Expires: l.Expires,
+		}
+	}
+	b.mu.Unlock()
+	return out
+}
+
+// Heartbeat renews a pilot's leases and marks started attempts RUNNING.
+func (b *Broker) Heartbeat(ctx context.Context, p Principal, pilotID int64, r *api.HeartbeatRequest) (*api.HeartbeatResponse, error) {
+	ps, err := b.pilot(ctx, p, pilotID)
+	if err != nil {
+		return nil, err
+	}
+	status := b.pilotStatus(ps)
+	if status == store.PilotLost || status == store.PilotGone {
+		// Its leases are gone or going: everything it runs is stale.
+		return &api.HeartbeatResponse{Stale: r.Running, Status: status}, nil
+	}
+	running := make([]store.TaskAttempt, len(r.Running))
+	for i, ta := range r.Running {
+		running[i] = store.TaskAttempt{TaskID: ta.TaskID, Attempt: ta.Attempt}
+	}
+	stale, err := b.store.TaskHeartbeat(ctx, store.TaskHeartbeatParams{PilotID: pilotID, Running: running, TTL: b.cfg.LeaseTTL, Now: b.now()})
+	if err != nil {
+		return nil, err
+	}
+	out := &api.HeartbeatResponse{Status: status}
+	for _, s := range stale {
+		out.Stale = append(out.Stale, api.TaskAttempt{TaskID: s.TaskID, Attempt: s.Attempt})
+	}
+	return out, nil
+}
+
+// Complete applies a batch of results: fenced by lease, with the emitted
+// messages stored in the same transaction.
+func (b *Broker) Complete(ctx context.Context, p Principal, pilotID int64, r *api.CompleteRequest) (*api.CompleteResponse, error) {
+	if _, err := b.pilot(ctx, p, pilotID); err != nil {
+		return nil, err
+	}
+	now := b.now()
+	comps := make([]store.Completion, len(r.Results))
+	rejected := make([]string, len(r.Results))
+	for i := range r.Results {
+		res := &r.Results[i]
+		c := store.Completion{TaskID: res.TaskID, Attempt: res.Attempt, PilotID: pilotID, Code: res.Code, Kind: store.KindApp,
+			Record: attemptRecord(&res.Record)}
+		if res.Infra {
+			c.Kind = store.KindInfra
+		}
+		if c.Record.ReportedAt.IsZero() {
+			c.Record.ReportedAt = now
+		}
+		if len(res.Messages) > 0 {
+			msgs, err := b.routeMessages(ctx, pilotID, res)
+			if err != nil {
+				rejected[i] = err.Error()
+				c.Code = CodeMessageRejected
+				c.Kind = store.KindApp
+				c.Record.Reason = "messages rejected: " + err.Error()
+			} else {
+				c.Messages = msgs
+			}
+		}
+		comps[i] = c
+	}
+	results, err := b.store.TaskComplete(ctx, store.TaskCompleteParams{Completions: comps, Policy: b.policy(), Now: now})
+	if err != nil {
+		return nil, err
+	}
+	out := &api.CompleteResponse{Results: make([]api.CompleteResult, len(results))}
+	var wake []int64
+	applied, fenced := 0, 0
+	b.mu.Lock()
+	for i, res := range results {
+		out.Results[i] = api.CompleteResult{TaskID: comps[i].TaskID, Applied: res.Applied, Status: res.Status,
+			Emitted: res.Emitted, Duplicates: res.Duplicates, Error: rejected[i]}
+		if !res.Applied {
+			fenced++
+			continue
+		}
+		applied++
+		li, ok := b.leases[comps[i].TaskID]
+		delete(b.leases, comps[i].TaskID)
+		if res.Status == store.StatusReady && ok {
+			wake = append(wake, li.moduleID)
+		}
+		if res.Emitted > 0 {
+			for _, m := range comps[i].Messages {
+				wake = append(wake, m.ModuleID)
+			}
+		}
+	}
+	b.mu.Unlock()
+	woken := map[int64]bool{}
+	for _, m := range wake {
+		if !woken[m] {
+			woken[m] = true
+			b.waiters.wake(m)
+		}
+	}
+	b.metrics.results.WithLabelValues("applied").Add(float64(applied))
+	b.metrics.results.WithLabelValues("fenced").Add(float64(fenced))
+	return out, nil
+}
+
+// routeMessages resolves the modules of the messages an attempt emitted and
+// stamps from_module.
+func (b *Broker) routeMessages(ctx context.Context, pilotID int64, res *api.Result) ([]store.TaskInput, error) {
+	b.mu.RLock()
+	li, ok := b.leases[res.TaskID]
+	b.mu.RUnlock()
+	var moduleID, appID int64
+	if ok && li.attempt == res.Attempt && li.pilotID == pilotID {
+		moduleID = li.moduleID
+	} else {
+		// Not leased by this process (broker restarted) or stale: read the
+		// task; the store fences stale results anyway.
+		t, err := b.store.TaskGet(ctx, res.TaskID)
+		if err != nil {
+			return nil, storeErr(err, fmt.Sprintf("task %d", res.TaskID))
+		}
+		moduleID, appID = t.ModuleID, t.AppID
+	}
+	from, err := b.moduleByID(ctx, appID, moduleID)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]store.TaskInput, 0, len(res.Messages))
+	for i, msg := range res.Messages {
+		name := msg.Module
+		if name == "" {
+			name = from.defaultSink()
+			if name == "" {
+				return nil, fmt.Errorf("message %d: module %s has no sink module and the app no main router", i, from.name)
+			}
+		}
+		to := from.app.modules[name]
+		if to == nil {
+			return nil, fmt.Errorf("message %d: app %s has no module %q", i, from.app.name, name)
+		}
+		h := msg.Headers
+		if h["from_module"] == "" {
+			h = copyHeaders(h, len(h)+1)
+			h["from_module"] = from.name
+		}
+		in, err := taskInput(to, msg.Body, h)
+		if err != nil {
+			return nil, fmt.Errorf("message %d: %w", i, err)
+		}
+		out = append(out, in)
+	}
+	return out, nil
+}
+
+func copyHeaders(h map[string]string, n int) map[string]string {
+	out := make(map[string]string, n)
+	for k, v := range h {
+		out[k] = v
+	}
+	return out
+}
+
+// Deregister ends a pilot cleanly: its leases go back to READY without
+// spending any budget.
+func (b *Broker) Deregister(ctx context.Context, p Principal, pilotID int64) error {
+	ps, err := b.pilot(ctx, p, pilotID)
+	if err != nil {
+		return err
+	}
+	n, err := b.store.TaskRelease(ctx, store.TaskReleaseParams{PilotID: pilotID, All: true, Reason: "pilot deregistered", Now: b.now()})
+	if err != nil {
+		return err
+	}
+	if err := b.store.PilotSetStatus(ctx, pilotID, store.PilotGone); err != nil {
+		return storeErr(err, fmt.Sprintf("pilot %d", pilotID))
+	}
+	b.mu.Lock()
+	ps.status = store.PilotGone
+	var mods []int64
+	for id, li := range b.leases {
+		if li.pilotID == pilotID {
+			delete(b.leases, id)
+			mods = append(mods, li.moduleID)
+		}
+	}
+	b.mu.Unlock()
+	for _, m := range mods {
+		b.waiters.wake(m)
+	}
+	b.log.Info("pilot deregistered", zap.Int64("pilot", pilotID), zap.Int("released", n))
+	return nil
+}
+
+// DrainPilot asks a pilot to take no more work; it learns it at its next
+// heartbeat or lease.
+func (b *Broker) DrainPilot(ctx context.Context, p Principal, pilotID int64) error {
+	ps, err := b.pilot(ctx, p, pilotID)
+	if err != nil {
+		return err
+	}
+	if err := b.store.PilotSetStatus(ctx, pilotID, store.PilotDraining); err != nil {
+		return storeErr(err, fmt.Sprintf("pilot %d", pilotID))
+	}
+	b.mu.Lock()
+	ps.status = store.PilotDraining
+	b.mu.Unlock()
+	return nil
+}
+
+func pilotView(p *store.Pilot) api.Pilot {
+	out := api.Pilot{ID: p.ID, Site: p.Site, Host: p.Host, IP: p.IP, Cores: p.Cores, MemoryMB: p.MemoryMB, GPUs: p.GPUs,
+		Slots: p.Slots, JobID: p.JobID, Status: p.Status, Version: p.Version, RegisteredAt: p.RegisteredAt, LastSeen: p.LastSeen}
+	if !p.Deadline.IsZero() {
+		d := p.Deadline
+		out.Deadline = &d
+	}
+	return out
+}

@@ -1,0 +1,93 @@
+// Command scalebox-broker is Scalebox's central service: the REST API over
+// the durable store that holds apps, tasks, pilots and sites.
+//
+//	scalebox-broker                                  # SQLite in ~/.scalebox/scalebox.db, 127.0.0.1:8080
+//	scalebox-broker --db postgres://user@host/db --listen :8080
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kong"
+	"go.uber.org/zap"
+
+	"github.com/scalebox-hpc/scalebox/broker"
+	"github.com/scalebox-hpc/scalebox/internal/logging"
+	"github.com/scalebox-hpc/scalebox/internal/storeopen"
+)
+
+var version = "dev"
+
+type options struct {
+	DB           string        `env:"SCALEBOX_DB" default:"~/.scalebox/scalebox.db" help:"Store: a SQLite file path (default) or a postgres:// URL."`
+	Listen       string        `env:"SCALEBOX_LISTEN" default:"127.0.0.1:8080" help:"Address to serve the API on (use :8080 so compute nodes can reach it)."`
+	TokenFile    string        `env:"SCALEBOX_TOKEN_FILE" default:"~/.scalebox/token" help:"Admin token file: created (mode 0600) on first start, registered if it exists."`
+	NoAuth       bool          `name:"no-auth" help:"Accept requests without tokens (a trusted single-user machine only)."`
+	LeaseTTL     time.Duration `default:"30s" help:"Lease lifetime without a heartbeat."`
+	InfraRetries int           `default:"5" help:"Attempts ended by infrastructure failures (lost pilot, expired lease) retried without spending the module's retry budget."`
+	LogLevel     string        `default:"info" help:"debug, info, warn or error."`
+	LogFormat    string        `default:"console" enum:"console,json" help:"console or json."`
+	Version      bool          `help:"Print the version and exit."`
+}
+
+func main() {
+	var o options
+	kong.Parse(&o, kong.Name("scalebox-broker"), kong.Description("Scalebox broker: REST API, dispatch and durable state."))
+	if o.Version {
+		fmt.Println("scalebox-broker", version)
+		return
+	}
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "scalebox-broker:", err)
+		os.Exit(1)
+	}
+}
+
+func expandHome(p string) string {
+	if rest, ok := strings.CutPrefix(p, "~/"); ok {
+		if h, err := os.UserHomeDir(); err == nil {
+			return filepath.Join(h, rest)
+		}
+	}
+	return p
+}
+
+func run(o options) error {
+	log, err := logging.New(o.LogLevel, o.LogFormat)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	st, err := storeopen.Open(ctx, expandHome(o.DB))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	b := broker.New(st, broker.Config{LeaseTTL: o.LeaseTTL, InfraRetries: o.InfraRetries, Auth: !o.NoAuth}, log.Named("broker"))
+	if !o.NoAuth {
+		if err := b.BootstrapAdminToken(ctx, expandHome(o.TokenFile)); err != nil {
+			return err
+		}
+	}
+	if err := b.Start(ctx); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", o.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	log.Info("scalebox-broker serving", zap.String("addr", "http://"+ln.Addr().String()),
+		zap.String("db", storeopen.Redact(o.DB)), zap.Bool("auth", !o.NoAuth), zap.String("version", version))
+	return b.Serve(ctx, ln)
+}

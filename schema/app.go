@@ -1,0 +1,17 @@
+package schema
+
+import _ "embed"
+
+//go:embed app.schema.json
+var appSchema []byte
+
+// AppSchemaURL is the $id of the app.yaml JSON Schema.
+const AppSchemaURL = "https://github.com/scalebox-hpc/scalebox/schema/app.schema.json"
+
+// AppSchema returns the JSON Schema (draft 2020-12) of the canonical
+// app.yaml format. The returned slice is a copy; callers may modify it.
+func AppSchema() []byte {
+	out := make([]byte, len(appSchema))
+	copy(out, appSchema)
+	return out
+}

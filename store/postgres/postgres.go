@@ -1,0 +1,216 @@
+// Package postgres is the production store.Store, on PostgreSQL through
+// jackc/pgx v5 and a connection pool.
+//
+// Hot paths are set-based: TaskAdd inserts a whole batch with one
+// INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING against the
+// (module_id, md5(body)::uuid) unique index; TaskLease picks READY rows with
+// SELECT … FOR UPDATE SKIP LOCKED per (module, host) and updates them in the
+// same statement; TaskComplete locks the batch's rows, runs the retry
+// policy in Go and applies all updates, attempt rows and emitted messages
+// with array parameters in one transaction. No hot path makes a round trip
+// per row.
+//
+// Open applies the embedded migrations (schema/postgres) in one
+// transaction under an advisory lock, so concurrent Opens are safe.
+//
+// Times are stored as timestamptz (microseconds): every time passed in is
+// truncated to microseconds, and times come back in UTC; zero times are
+// NULL.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/scalebox-hpc/scalebox/schema"
+	"github.com/scalebox-hpc/scalebox/store"
+)
+
+// Store is a store.Store backed by PostgreSQL.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+var _ store.Store = (*Store)(nil)
+
+// migrationLock is the pg_advisory_xact_lock key that serialises migrations.
+const migrationLock int64 = 0x5ca1eb0c_0000_0001
+
+// Open connects to the database named by dsn (a postgres:// URL or
+// keyword/value string; pool settings such as pool_max_conns are honoured)
+// and migrates its schema to the latest version.
+func Open(ctx context.Context, dsn string) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parse postgres dsn: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres pool: %w", err)
+	}
+	s := &Store{pool: pool}
+	if err := s.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Pool returns the underlying connection pool (for metrics and tools).
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Close closes the pool.
+func (s *Store) Close() error {
+	s.pool.Close()
+	return nil
+}
+
+// migrate applies the migrations that are not yet recorded, all in one
+// transaction holding an advisory lock.
+func (s *Store) migrate(ctx context.Context) error {
+	migs, err := schema.Migrations("postgres")
+	if err != nil {
+		return fmt.Errorf("load migrations: %w", err)
+	}
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", migrationLock); err != nil {
+			return fmt.Errorf("take migration lock: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+			version    integer     PRIMARY KEY,
+			name       text        NOT NULL,
+			applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+			return fmt.Errorf("create schema_migrations: %w", err)
+		}
+		applied := map[int]bool{}
+		rows, err := tx.Query(ctx, "SELECT version FROM schema_migrations")
+		if err != nil {
+			return fmt.Errorf("read schema_migrations: %w", err)
+		}
+		latest := 0
+		for rows.Next() {
+			var v int
+			if err := rows.Scan(&v); err != nil {
+				rows.Close()
+				return fmt.Errorf("read schema_migrations: %w", err)
+			}
+			applied[v] = true
+			latest = max(latest, v)
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("read schema_migrations: %w", err)
+		}
+		if len(migs) > 0 && latest > migs[len(migs)-1].Version {
+			return fmt.Errorf("database schema version %d is newer than this program's %d", latest, migs[len(migs)-1].Version)
+		}
+		for _, m := range migs {
+			if applied[m.Version] {
+				continue
+			}
+			// No arguments: simple protocol, so a file may hold many statements.
+			if _, err := tx.Exec(ctx, m.SQL); err != nil {
+				return fmt.Errorf("apply migration %03d_%s: %w", m.Version, m.Name, err)
+			}
+			if _, err := tx.Exec(ctx, "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", m.Version, m.Name); err != nil {
+				return fmt.Errorf("record migration %03d_%s: %w", m.Version, m.Name, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("migrate postgres schema: %w", err)
+	}
+	return nil
+}
+
+// querier is what pgx.Tx and *pgxpool.Pool have in common.
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+}
+
+// inTx runs fn in a transaction, retrying a few times on deadlocks and
+// serialization failures (fn must be safe to run again).
+func (s *Store) inTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	for try := 0; ; try++ {
+		err := pgx.BeginFunc(ctx, s.pool, fn)
+		if err == nil || try >= 3 || !retryable(err) || ctx.Err() != nil {
+			return err
+		}
+	}
+}
+
+func retryable(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "40P01" || pe.Code == "40001")
+}
+
+// dbErr wraps err as "op: …", translating pgx.ErrNoRows to
+// store.ErrNotFound and unique violations to store.ErrConflict.
+func dbErr(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch pe.Code {
+		case "23505": // unique_violation
+			return fmt.Errorf("%s: %w (%w)", op, store.ErrConflict, err)
+		case "23503": // foreign_key_violation
+			return fmt.Errorf("%s: %w (%w)", op, store.ErrNotFound, err)
+		}
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// now returns t at the store's precision, or the current time if t is zero.
+func now(t time.Time) time.Time {
+	if t.IsZero() {
+		t = time.Now()
+	}
+	return ts(t)
+}
+
+// ts truncates t to microseconds in UTC (the precision of timestamptz).
+func ts(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return t.Truncate(time.Microsecond).UTC()
+}
+
+// nt encodes t as a nullable timestamptz (zero is NULL).
+func nt(t time.Time) pgtype.Timestamptz {
+	if t.IsZero() {
+		return pgtype.Timestamptz{}
+	}
+	return pgtype.Timestamptz{Time: ts(t), Valid: true}
+}
+
+// tv decodes a nullable timestamptz (NULL is zero) in UTC.
+func tv(t pgtype.Timestamptz) time.Time {
+	if !t.Valid {
+		return time.Time{}
+	}
+	return t.Time.UTC()
+}
+
+// checkInt32 rejects ints that do not fit an integer column.
+func checkInt32(what string, v int) error {
+	if v < -1<<31 || v > 1<<31-1 {
+		return fmt.Errorf("%s %d out of range", what, v)
+	}
+	return nil
+}

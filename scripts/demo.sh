@@ -1,31 +1,42 @@
 #!/usr/bin/env bash
-# Starts scalebox-broker on a fresh embedded SQLite store, creates the
-# app-primes example with the CLI, adds tasks and shows the app.
+# The end-to-end demo: a broker on a fresh embedded SQLite store, then
+# Scalebox's app-primes pipeline (router → 10 calc tasks → router) run by a
+# pilot on this machine with `scalebox run`, then the result and the task
+# perspective read back with the CLI. Fails unless the sum is 168.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-BIN=${BIN:-bin}
+root=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${BIN:-$root/bin}
 work=$(mktemp -d)
-trap 'kill $broker_pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+broker_pid=
+cleanup() {
+  [ -n "$broker_pid" ] && kill "$broker_pid" 2>/dev/null && wait "$broker_pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-export SCALEBOX_BROKER=http://127.0.0.1:$port SCALEBOX_TOKEN_FILE=$work/token
-"$BIN/scalebox-broker" --db "$work/scalebox.db" --listen "127.0.0.1:$port" --token-file "$work/token" --log-level warn &
+export SCALEBOX_BROKER=http://127.0.0.1:$port SCALEBOX_TOKEN_FILE=$work/token PATH=$BIN:$PATH
+scalebox-broker --db "$work/scalebox.db" --listen "127.0.0.1:$port" --token-file "$work/token" --log-level warn &
 broker_pid=$!
-for _ in $(seq 100); do curl -fsS "$SCALEBOX_BROKER/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+for _ in $(seq 100); do scalebox app list >/dev/null 2>&1 && break; sleep 0.1; done
 
-echo "== scalebox app validate examples/app-primes/app.yaml"
-"$BIN/scalebox" app validate examples/app-primes/app.yaml
-echo "== scalebox app create"
-app_id=$("$BIN/scalebox" --json app create examples/app-primes/app.yaml | python3 -c 'import json,sys; print(json.load(sys.stdin)["app_id"])')
-echo "app_id=$app_id"
-echo "== scalebox task add (start task 1000 to the router)"
-APP_ID=$app_id "$BIN/scalebox" task add --sink-module mr-module 1000
-echo "== scalebox task add --task-file (10 calc chunks)"
-for i in $(seq 0 9); do printf 'my-module,%09d_%09d\n' $((i*100+1)) $((i*100+100)); done > "$work/tasks.txt"
-APP_ID=$app_id "$BIN/scalebox" task add --task-file "$work/tasks.txt"
-echo "== scalebox semaphore"
-APP_ID=$app_id SEMAPHORE_AUTO_CREATE=yes "$BIN/scalebox" semaphore increment-n app-primes:sum_value 0
-echo "== scalebox app show $app_id"
-"$BIN/scalebox" app show "$app_id"
-echo "== scalebox task list --app-id $app_id"
-"$BIN/scalebox" task list --app-id "$app_id"
+cd "$root/examples/app-primes"
+echo "== scalebox app validate"
+scalebox app validate
+echo "== echo 1000 | scalebox run"
+out=$(echo 1000 | scalebox run)
+echo "$out"
+app_id=$(echo "$out" | head -1 | sed -E 's/[^0-9]//g')
+echo "== scalebox semaphore get app-primes:sum_value"
+sum=$(APP_ID=$app_id scalebox semaphore get app-primes:sum_value)
+echo "$sum"
+echo "== scalebox task list --app-id $app_id --module my-module"
+scalebox task list --app-id "$app_id" --module my-module
+first=$(scalebox --json task list --app-id "$app_id" --module my-module --limit 1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["tasks"][0]["id"])')
+echo "== scalebox task show $first"
+scalebox task show "$first"
+if [ "$sum" != 168 ]; then
+  echo "demo: expected 168 primes below 1000, got $sum" >&2
+  exit 1
+fi
+echo "demo: OK (168 primes in [1, 1000])"

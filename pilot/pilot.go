@@ -1,0 +1,616 @@
+// Package pilot is Scalebox's agent: a long-running process (a batch job, a
+// cloud VM, a login-node helper) that registers with the broker, long-polls
+// for tasks of the modules it serves, runs each in its own work dir through
+// a runtime, reports results in batches and heartbeats its leases.
+//
+// The pilot opens outbound HTTP only. It never imports the store, so it
+// stays one small static binary.
+//
+//	register ─► lease (long-poll) ─► queue ─► slot workers ─► reporter ─► complete
+//	                 ▲                              │
+//	                 └──── free slots ◄─────────────┘      heartbeat: renew leases, stop stale attempts
+package pilot
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/scalebox-hpc/scalebox/api"
+	"github.com/scalebox-hpc/scalebox/appspec"
+	"github.com/scalebox-hpc/scalebox/pilot/executor"
+)
+
+// Config describes a pilot.
+type Config struct {
+	Broker   string         // broker address
+	Token    string         // pilot token ("" when the broker runs without auth)
+	Site     string         // default "local"
+	Host     string         // default os.Hostname()
+	IP       string         // default: the address used to reach the broker
+	AppID    int64          // serve this app's modules
+	Slots    map[string]int // module name → parallel slots (with AppID); empty: every module, Cores slots in all
+	Cores    int            // default: number of CPUs
+	Prefetch int            // tasks leased ahead per module beyond the free slots (default: the module's slots)
+	Scratch  string         // parent of the per-attempt work dirs
+	Keep     bool           // keep work dirs of failed attempts
+	MaxIdle  time.Duration  // exit after this long with nothing to do (0: never)
+	Grace    time.Duration  // on stop, how long running tasks may finish before they are killed and handed back (default 30 s)
+	Deadline time.Time      // walltime end, if known: stop taking work Grace before it
+	JobID    string         // batch job id, if any
+	Runtime  executor.Runtime
+	Log      *zap.Logger
+	// CLIPath is the scalebox binary put on the tasks' PATH (default: this executable).
+	CLIPath string
+}
+
+func (c *Config) setDefaults() error {
+	if c.Broker == "" {
+		return errors.New("no broker address")
+	}
+	if c.Site == "" {
+		c.Site = "local"
+	}
+	if c.Host == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("host name: %w", err)
+		}
+		c.Host = h
+	}
+	if c.Cores <= 0 {
+		c.Cores = numCPU()
+	}
+	if c.Grace <= 0 {
+		c.Grace = 30 * time.Second
+	}
+	if c.Scratch == "" {
+		c.Scratch = DefaultScratch()
+	}
+	if c.Runtime == nil {
+		c.Runtime = executor.Host{}
+	}
+	if c.Log == nil {
+		c.Log = zap.NewNop()
+	}
+	if c.CLIPath == "" {
+		if exe, err := os.Executable(); err == nil {
+			c.CLIPath = exe
+		}
+	}
+	if c.AppID == 0 {
+		return errors.New("no app: a pilot serves the modules of one app (give the app id)")
+	}
+	for m, n := range c.Slots {
+		if n <= 0 {
+			return fmt.Errorf("module %s: slots must be positive, got %d", m, n)
+		}
+	}
+	return nil
+}
+
+// DefaultScratch is $SLURM_TMPDIR, else $TMPDIR, else /tmp.
+func DefaultScratch() string {
+	for _, v := range []string{"SLURM_TMPDIR", "TMPDIR"} {
+		if d := os.Getenv(v); d != "" {
+			return d
+		}
+	}
+	return os.TempDir()
+}
+
+// Pilot is a running agent.
+type Pilot struct {
+	cfg        Config
+	client     *api.Client
+	log        *zap.Logger
+	id         int64
+	hb         time.Duration
+	dir        string // this pilot's scratch root
+	mainRouter string
+	hosts      []string // names this host answers to, for HOST-BOUND tasks
+
+	mu       sync.Mutex
+	modules  map[int64]*module // by module id
+	running  map[int64]*attempt
+	free     map[int64]int // free slots per module id
+	queued   map[int64]int // leased, not yet started, per module id
+	wake     chan struct{} // a slot was freed
+	lastBusy time.Time
+
+	results  chan *api.Result
+	proxy    *proxy
+	draining atomic.Bool
+	stats    Stats
+}
+
+// Stats counts what a pilot did.
+type Stats struct {
+	Leased, Succeeded, Failed, Fenced atomic.Int64
+}
+
+// module is what the pilot knows of a module it serves.
+type module struct {
+	id    int64
+	appID int64
+	name  string
+	spec  *appspec.Module
+	slots int
+	queue chan *api.LeasedTask
+	wake  chan struct{} // a slot of this module was freed
+}
+
+// attempt is a task running on this pilot.
+type attempt struct {
+	task    *api.LeasedTask
+	mod     *module
+	cancel  context.CancelCauseFunc
+	started atomic.Bool
+	secret  string // per-attempt token for in-task commands
+
+	mu       sync.Mutex
+	messages []api.Message // from `scalebox task add` inside the task
+}
+
+var errStale = errors.New("lease lost: the broker gave this task to someone else")
+
+// Run registers the pilot and serves until ctx ends (then drains), the
+// broker asks it to drain, or it has been idle for MaxIdle.
+func Run(ctx context.Context, cfg Config) (*Stats, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	p := &Pilot{
+		cfg:     cfg,
+		client:  api.NewClient(cfg.Broker, cfg.Token),
+		log:     cfg.Log,
+		modules: map[int64]*module{},
+		running: map[int64]*attempt{},
+		free:    map[int64]int{},
+		queued:  map[int64]int{},
+		results: make(chan *api.Result, 1024),
+	}
+	return &p.stats, p.run(ctx)
+}
+
+func (p *Pilot) run(ctx context.Context) error {
+	if p.cfg.IP == "" {
+		p.cfg.IP = outboundIP(p.cfg.Broker)
+	}
+	reg := &api.PilotRegistration{Site: p.cfg.Site, Host: p.cfg.Host, IP: p.cfg.IP, Cores: p.cfg.Cores,
+		Slots: p.cfg.Slots, JobID: p.cfg.JobID, Version: Version, MemoryMB: memoryMB()}
+	if !p.cfg.Deadline.IsZero() {
+		d := p.cfg.Deadline
+		reg.Deadline = &d
+	}
+	r, err := p.client.PilotRegister(ctx, reg)
+	if err != nil {
+		return fmt.Errorf("register with %s: %w", p.cfg.Broker, err)
+	}
+	p.id = r.Pilot.ID
+	p.hb = time.Duration(r.HeartbeatSeconds * float64(time.Second))
+	if p.hb <= 0 {
+		p.hb = 10 * time.Second
+	}
+	p.log = p.log.With(zap.Int64("pilot", p.id))
+	p.hosts = []string{p.cfg.Host}
+	if p.cfg.IP != "" {
+		p.hosts = append(p.hosts, p.cfg.IP)
+	}
+	if short, _, ok := strings.Cut(p.cfg.Host, "."); ok {
+		p.hosts = append(p.hosts, short)
+	}
+	if err := p.prepareScratch(); err != nil {
+		return err
+	}
+	defer os.RemoveAll(p.dir)
+	if err := p.loadModules(ctx); err != nil {
+		return err
+	}
+	p.proxy, err = startProxy(p)
+	if err != nil {
+		return err
+	}
+	defer p.proxy.close()
+	p.log.Info("pilot started", zap.String("host", p.cfg.Host), zap.String("site", p.cfg.Site),
+		zap.String("scratch", p.dir), zap.Int("modules", len(p.modules)))
+
+	// Work contexts outlive ctx by the grace period; leasing stops at once.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	leaseCtx, stopLeasing := context.WithCancel(ctx)
+	defer stopLeasing()
+	if !p.cfg.Deadline.IsZero() {
+		var cancel context.CancelFunc
+		leaseCtx, cancel = context.WithDeadline(leaseCtx, p.cfg.Deadline.Add(-p.cfg.Grace))
+		defer cancel()
+	}
+
+	var workers sync.WaitGroup
+	p.mu.Lock()
+	for _, m := range p.modules {
+		for s := 0; s < m.slots; s++ {
+			workers.Add(1)
+			go func(m *module, slot int) {
+				defer workers.Done()
+				p.worker(workCtx, m, slot)
+			}(m, s)
+		}
+	}
+	p.lastBusy = time.Now()
+	p.mu.Unlock()
+
+	reportDone := make(chan struct{})
+	go func() { defer close(reportDone); p.reporter() }()
+	hbCtx, stopHB := context.WithCancel(context.WithoutCancel(ctx))
+	hbDone := make(chan struct{})
+	go func() { defer close(hbDone); p.heartbeater(hbCtx, stopLeasing) }()
+
+	leaseErr := p.leaser(leaseCtx)
+	stopLeasing()
+	// Drain: close the queues; queued-but-unstarted tasks are handed back
+	// at deregistration. Running tasks get the grace period.
+	p.mu.Lock()
+	for _, m := range p.modules {
+		close(m.queue)
+	}
+	p.mu.Unlock()
+	done := make(chan struct{})
+	go func() { workers.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(p.cfg.Grace):
+		p.log.Warn("grace period over: stopping running tasks", zap.Duration("grace", p.cfg.Grace))
+		cancelWork()
+		<-done
+	}
+	close(p.results)
+	<-reportDone
+	stopHB()
+	<-hbDone
+	dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := p.client.Deregister(dctx, p.id); err != nil {
+		p.log.Warn("deregister", zap.Error(err))
+	}
+	p.log.Info("pilot stopped", zap.Int64("succeeded", p.stats.Succeeded.Load()), zap.Int64("failed", p.stats.Failed.Load()))
+	if leaseErr != nil && !errors.Is(leaseErr, context.Canceled) && !errors.Is(leaseErr, context.DeadlineExceeded) {
+		return leaseErr
+	}
+	return nil
+}
+
+// prepareScratch creates this pilot's scratch root and sweeps the roots of
+// earlier pilots on this node that are gone.
+func (p *Pilot) prepareScratch() error {
+	root := filepath.Join(p.cfg.Scratch, "scalebox")
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return fmt.Errorf("create scratch dir: %w", err)
+	}
+	sweepOrphans(root, p.log)
+	dir, err := os.MkdirTemp(root, fmt.Sprintf("pilot-%d-pid%d-", p.id, os.Getpid()))
+	if err != nil {
+		return fmt.Errorf("create scratch dir: %w", err)
+	}
+	p.dir = dir
+	return nil
+}
+
+// loadModules fetches the definitions of the modules this pilot serves.
+func (p *Pilot) loadModules(ctx context.Context) error {
+	a, err := p.client.AppGet(ctx, p.cfg.AppID)
+	if err != nil {
+		return fmt.Errorf("load app %d: %w", p.cfg.AppID, err)
+	}
+	var spec appspec.App
+	if err := json.Unmarshal(a.Spec, &spec); err != nil {
+		return fmt.Errorf("app %d: decode definition: %w", a.ID, err)
+	}
+	p.mainRouter = spec.MainRouter
+	known := map[string]bool{}
+	for _, m := range a.Modules {
+		known[m.Name] = true
+		slots := p.cfg.Slots[m.Name]
+		if len(p.cfg.Slots) == 0 {
+			slots = 1
+		}
+		if slots == 0 {
+			continue
+		}
+		if err := p.addModule(a.ID, m, slots); err != nil {
+			return err
+		}
+	}
+	for name := range p.cfg.Slots {
+		if !known[name] {
+			return fmt.Errorf("app %d has no module %q", p.cfg.AppID, name)
+		}
+	}
+	if len(p.modules) == 0 {
+		return fmt.Errorf("app %d: no module to serve", p.cfg.AppID)
+	}
+	return nil
+}
+
+func (p *Pilot) addModule(appID int64, m api.Module, slots int) error {
+	var spec appspec.Module
+	if err := json.Unmarshal(m.Spec, &spec); err != nil {
+		return fmt.Errorf("module %s: decode definition: %w", m.Name, err)
+	}
+	mod := &module{id: m.ID, appID: appID, name: m.Name, spec: &spec, slots: slots,
+		queue: make(chan *api.LeasedTask, 2*slots+p.cfg.Prefetch+max(1, spec.TaskBatchSize)*slots), wake: make(chan struct{}, 1)}
+	p.mu.Lock()
+	p.modules[m.ID] = mod
+	p.free[m.ID] = slots
+	p.mu.Unlock()
+	return nil
+}
+
+// leaser runs one long-poll loop per module, so that a module whose slots
+// are all busy never holds up the leasing of another.
+func (p *Pilot) leaser(ctx context.Context) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	p.mu.Lock()
+	mods := make([]*module, 0, len(p.modules))
+	for _, m := range p.modules {
+		mods = append(mods, m)
+	}
+	p.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, m := range mods {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := p.leaseModule(ctx, m); err != nil {
+				cancel(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+// leaseModule long-polls for as many tasks of one module as it has free
+// slots (plus the prefetch) and queues them for the module's workers.
+func (p *Pilot) leaseModule(ctx context.Context, m *module) error {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil && !p.draining.Load() {
+		if p.idleTooLong() {
+			p.log.Info("idle for too long: stopping", zap.Duration("max_idle", p.cfg.MaxIdle))
+			return nil
+		}
+		req := p.leaseRequest(m)
+		if req == nil {
+			select { // every slot busy: wait for one to free
+			case <-ctx.Done():
+			case <-m.wake:
+			case <-time.After(p.hb):
+			}
+			continue
+		}
+		res, err := p.client.Lease(ctx, p.id, req)
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			if api.IsCode(err, api.CodeConflict) || api.IsCode(err, api.CodeForbidden) || api.IsCode(err, api.CodeNotFound) {
+				return fmt.Errorf("lease: %w", err)
+			}
+			p.log.Warn("lease failed; retrying", zap.Error(err), zap.Duration("in", backoff))
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 10*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		if len(res.Tasks) == 0 {
+			continue
+		}
+		p.log.Debug("leased", zap.String("module", m.name), zap.Int("tasks", len(res.Tasks)))
+		p.stats.Leased.Add(int64(len(res.Tasks)))
+		p.mu.Lock()
+		p.queued[m.id] += len(res.Tasks)
+		p.lastBusy = time.Now()
+		p.mu.Unlock()
+		for i := range res.Tasks {
+			m.queue <- &res.Tasks[i]
+		}
+	}
+	return nil
+}
+
+func (p *Pilot) idleTooLong() bool {
+	if p.cfg.MaxIdle <= 0 {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	busy := len(p.running) > 0
+	for _, n := range p.queued {
+		busy = busy || n > 0
+	}
+	if busy {
+		p.lastBusy = time.Now()
+		return false
+	}
+	return time.Since(p.lastBusy) >= p.cfg.MaxIdle
+}
+
+// leaseRequest asks for work for a module with room; nil if it has none.
+func (p *Pilot) leaseRequest(m *module) *api.LeaseRequest {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	wait := 30.0
+	if p.cfg.MaxIdle > 0 {
+		wait = min(wait, p.cfg.MaxIdle.Seconds())
+	}
+	prefetch := p.cfg.Prefetch
+	if prefetch <= 0 {
+		prefetch = m.slots
+	}
+	if b := m.spec.TaskBatchSize; b > 1 {
+		prefetch = max(prefetch, b*m.slots)
+	}
+	room := p.free[m.id] + prefetch - p.queued[m.id]
+	if room <= 0 {
+		return nil
+	}
+	return &api.LeaseRequest{Slots: []api.SlotRequest{{ModuleID: m.id, Max: room}}, Hosts: p.hosts, WaitSeconds: wait}
+}
+
+// heartbeater renews leases, reports started attempts and stops attempts
+// whose leases the broker gave away. If the broker stays unreachable for
+// longer than a lease, the pilot stops its tasks: they belong to someone
+// else by now.
+func (p *Pilot) heartbeater(ctx context.Context, stopLeasing context.CancelFunc) {
+	t := time.NewTicker(p.hb)
+	defer t.Stop()
+	lastOK := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		p.mu.Lock()
+		req := &api.HeartbeatRequest{}
+		for _, a := range p.running {
+			if a.started.Load() {
+				req.Running = append(req.Running, api.TaskAttempt{TaskID: a.task.TaskID, Attempt: a.task.Attempt})
+			}
+		}
+		p.mu.Unlock()
+		res, err := p.client.Heartbeat(ctx, p.id, req)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			p.log.Warn("heartbeat failed", zap.Error(err), zap.Duration("since_ok", time.Since(lastOK)))
+			if time.Since(lastOK) > 3*p.hb {
+				p.stopAll(errStale)
+			}
+			continue
+		}
+		lastOK = time.Now()
+		for _, s := range res.Stale {
+			p.stop(s.TaskID, s.Attempt, errStale)
+		}
+		if res.Status == "DRAINING" && !p.draining.Swap(true) {
+			p.log.Info("broker asked this pilot to drain")
+			stopLeasing()
+		}
+		if res.Status == "LOST" || res.Status == "GONE" {
+			p.stopAll(errStale)
+			stopLeasing()
+		}
+	}
+}
+
+func (p *Pilot) stop(taskID int64, att int, cause error) {
+	p.mu.Lock()
+	a := p.running[taskID]
+	p.mu.Unlock()
+	if a != nil && a.task.Attempt == att {
+		p.log.Warn("stopping attempt", zap.Int64("task", taskID), zap.Int("attempt", att), zap.Error(cause))
+		a.cancel(cause)
+	}
+}
+
+func (p *Pilot) stopAll(cause error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, a := range p.running {
+		a.cancel(cause)
+	}
+}
+
+// reporter sends results in batches: whatever accumulated while the
+// previous batch was in flight goes in the next, so an idle pilot reports
+// at once and a busy one in large batches.
+func (p *Pilot) reporter() {
+	const maxBatch = 512
+	batch := make([]api.Result, 0, maxBatch)
+	for r := range p.results {
+		batch = append(batch[:0], *r)
+	more:
+		for len(batch) < maxBatch {
+			select {
+			case r, ok := <-p.results:
+				if !ok {
+					break more
+				}
+				batch = append(batch, *r)
+			default:
+				break more
+			}
+		}
+		p.send(batch)
+	}
+}
+
+// send delivers a batch, retrying until the broker takes it: results are
+// never dropped while the pilot lives.
+func (p *Pilot) send(batch []api.Result) {
+	backoff := 100 * time.Millisecond
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		res, err := p.client.Complete(ctx, p.id, &api.CompleteRequest{Results: batch})
+		cancel()
+		if err == nil {
+			for i, r := range res.Results {
+				if !r.Applied {
+					p.stats.Fenced.Add(1)
+					p.log.Warn("result fenced: the lease was no longer ours", zap.Int64("task", r.TaskID))
+				} else if r.Error != "" {
+					p.log.Warn("messages rejected", zap.Int64("task", r.TaskID), zap.String("error", r.Error))
+				}
+				_ = i
+			}
+			return
+		}
+		var ae *api.Error
+		if errors.As(err, &ae) && ae.Status >= 400 && ae.Status < 500 {
+			p.log.Error("broker refused results; dropping them", zap.Error(err), zap.Int("results", len(batch)))
+			return
+		}
+		p.log.Warn("report failed; retrying", zap.Error(err), zap.Duration("in", backoff))
+		time.Sleep(backoff)
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+// outboundIP is the local address used to reach the broker.
+func outboundIP(broker string) string {
+	host := strings.TrimPrefix(strings.TrimPrefix(broker, "http://"), "https://")
+	if i := strings.IndexByte(host, '/'); i >= 0 {
+		host = host[:i]
+	}
+	c, err := net.DialTimeout("udp", host, time.Second)
+	if err != nil {
+		return ""
+	}
+	defer c.Close()
+	if a, ok := c.LocalAddr().(*net.UDPAddr); ok {
+		return a.IP.String()
+	}
+	return ""
+}
+
+// Version is set at build time.
+var Version = "dev"

@@ -1,0 +1,365 @@
+package pilot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/scalebox-hpc/scalebox/api"
+	"github.com/scalebox-hpc/scalebox/appspec"
+	"github.com/scalebox-hpc/scalebox/pilot/executor"
+	"github.com/scalebox-hpc/scalebox/pilot/workdir"
+)
+
+// Exit codes the pilot reports when the program could not run at all.
+const (
+	codeNoProgram  = -110 // Scalebox: run program missing
+	codeTimeout    = 124
+	errStopping    = stopCause("pilot stopping")
+	defaultTextCap = 65535
+)
+
+type stopCause string
+
+func (s stopCause) Error() string { return string(s) }
+
+// worker is one slot of a module: it runs the module's tasks one at a time
+// (or one batch at a time with task_batch_size > 1).
+func (p *Pilot) worker(ctx context.Context, m *module, slot int) {
+	slotDir := filepath.Join(p.dir, fmt.Sprintf("slot-%s-%d", safeName(m.name), slot))
+	if err := os.MkdirAll(filepath.Join(slotDir, ".scalebox"), 0o755); err != nil {
+		p.log.Error("create slot dir", zap.Error(err))
+	}
+	for t := range m.queue {
+		batch := []*api.LeasedTask{t}
+		for n := m.spec.TaskBatchSize; len(batch) < n; {
+			select {
+			case t2, ok := <-m.queue:
+				if ok {
+					batch = append(batch, t2)
+					continue
+				}
+			default:
+			}
+			break
+		}
+		p.mu.Lock()
+		p.queued[m.id] -= len(batch)
+		p.free[m.id]--
+		p.mu.Unlock()
+		if ctx.Err() == nil && !p.stopping() {
+			p.execute(ctx, m, slot, slotDir, batch)
+		}
+		// else: not started; handed back when the pilot deregisters.
+		p.mu.Lock()
+		p.free[m.id]++
+		p.lastBusy = time.Now()
+		p.mu.Unlock()
+		select {
+		case m.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (p *Pilot) stopping() bool { return p.draining.Load() }
+
+func safeName(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '/' || r == 0 {
+			return '_'
+		}
+		return r
+	}, s)
+}
+
+// execute runs one attempt (of one task or one batch) and queues its result.
+func (p *Pilot) execute(ctx context.Context, m *module, slot int, slotDir string, batch []*api.LeasedTask) {
+	t := batch[0]
+	started := time.Now()
+	actx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	secret, _ := newSecret()
+	a := &attempt{task: t, mod: m, cancel: cancel, secret: secret}
+	p.mu.Lock()
+	for _, bt := range batch {
+		ba := a
+		if bt != t {
+			ba = &attempt{task: bt, mod: m, cancel: cancel, secret: secret}
+		}
+		ba.started.Store(true)
+		p.running[bt.TaskID] = ba
+	}
+	p.proxy.register(a)
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		for _, bt := range batch {
+			delete(p.running, bt.TaskID)
+		}
+		p.proxy.unregister(a)
+		p.mu.Unlock()
+	}()
+
+	dir := filepath.Join(p.dir, fmt.Sprintf("attempt-%d-%d", t.TaskID, t.Attempt))
+	rec, res, files := p.runAttempt(actx, m, slot, slotDir, dir, batch, a)
+	rec.StartedAt = &started
+
+	cause := context.Cause(actx)
+	switch {
+	case errors.Is(cause, errStale):
+		// The lease is someone else's: a result would be fenced anyway.
+		p.log.Warn("attempt abandoned: lease lost", zap.Int64("task", t.TaskID), zap.Int("attempt", t.Attempt))
+		_ = os.RemoveAll(dir)
+		return
+	case cause != nil:
+		// The pilot is stopping (grace over, walltime): not the module's fault.
+		rec.Reason = "stopped by the pilot: " + cause.Error()
+		for _, bt := range batch {
+			r := &api.Result{TaskID: bt.TaskID, Attempt: bt.Attempt, Code: codeTimeout, Infra: true, Record: *rec}
+			p.results <- r
+		}
+		_ = os.RemoveAll(dir)
+		return
+	}
+
+	code := res
+	var msgs []api.Message
+	if files != nil {
+		if files.StatusCode != nil {
+			code = *files.StatusCode
+		}
+		for _, fm := range files.Messages {
+			msgs = append(msgs, api.Message{Module: fm.Module, Body: fm.Body, Headers: fm.Headers})
+		}
+	}
+	a.mu.Lock()
+	msgs = append(msgs, a.messages...)
+	a.mu.Unlock()
+	for i := range msgs {
+		h := make(map[string]string, len(msgs[i].Headers)+3)
+		for k, v := range msgs[i].Headers {
+			h[k] = v
+		}
+		setDefault(h, "from_host", p.cfg.Host)
+		setDefault(h, "from_ip", p.cfg.IP)
+		msgs[i].Headers = h
+	}
+	now := time.Now()
+	rec.Code = code
+	rec.ReportedAt = &now
+	for i, bt := range batch {
+		r := &api.Result{TaskID: bt.TaskID, Attempt: bt.Attempt, Code: code, Record: *rec}
+		if i == 0 {
+			r.Messages = msgs
+		}
+		p.results <- r
+	}
+	if code == 0 {
+		p.stats.Succeeded.Add(int64(len(batch)))
+	} else {
+		p.stats.Failed.Add(int64(len(batch)))
+	}
+	if code == 0 || !p.cfg.Keep {
+		if err := os.RemoveAll(dir); err != nil {
+			p.log.Warn("remove work dir", zap.String("dir", dir), zap.Error(err))
+		}
+	} else {
+		p.log.Info("kept work dir of failed attempt", zap.String("dir", dir))
+	}
+}
+
+func setDefault(h map[string]string, k, v string) {
+	if _, ok := h[k]; !ok && v != "" {
+		h[k] = v
+	}
+}
+
+// runAttempt prepares the work dir, runs the program and collects the
+// interface files. It returns the attempt record, the exit code and the
+// collected files (nil if the program did not run).
+func (p *Pilot) runAttempt(ctx context.Context, m *module, slot int, slotDir, dir string, batch []*api.LeasedTask, a *attempt) (*api.Attempt, int, *workdir.Files) {
+	t := batch[0]
+	rec := &api.Attempt{Host: p.cfg.Host, Slot: strconv.Itoa(slot), ExitCode: -1, Extra: map[string]any{"runtime": p.cfg.Runtime.Name()}}
+	fail := func(code int, msg string) (*api.Attempt, int, *workdir.Files) {
+		rec.Reason, rec.Stderr = msg, msg
+		return rec, code, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fail(codeNoProgram, "create work dir: "+err.Error())
+	}
+	if err := os.Symlink(filepath.Join(slotDir, ".scalebox"), filepath.Join(dir, ".scalebox")); err != nil {
+		p.log.Warn("link slot state dir", zap.Error(err))
+	}
+	if m.spec.TaskBatchSize > 1 {
+		bts := make([]workdir.BatchTask, len(batch))
+		for i, bt := range batch {
+			bts[i] = workdir.BatchTask{TaskID: bt.TaskID, Body: bt.Body, Headers: string(bt.Headers)}
+		}
+		if err := workdir.WriteBatch(dir, bts); err != nil {
+			return fail(codeNoProgram, "write batch file: "+err.Error())
+		}
+	}
+	env := p.taskEnv(m, slot, dir, t, a.secret)
+	argv, err := program(m.spec, env)
+	if err != nil {
+		return fail(codeNoProgram, err.Error())
+	}
+	headers := string(t.Headers)
+	if headers == "" {
+		headers = "{}"
+	}
+	argv = append(argv, t.Body, headers)
+	textCap := m.spec.OutputTextSize
+	if textCap <= 0 {
+		textCap = defaultTextCap
+	}
+	keepHead := strings.EqualFold(m.spec.TextTruncMode, "TAIL")
+	spec := executor.Spec{Argv: argv, Env: env, Dir: dir, OutputCap: textCap, KeepHead: keepHead}
+	if m.spec.TaskMaxSeconds > 0 {
+		spec.Timeout = time.Duration(m.spec.TaskMaxSeconds) * time.Second
+	}
+	res, err := p.cfg.Runtime.Run(ctx, spec)
+	if res == nil {
+		return fail(codeNoProgram, fmt.Sprintf("run %s: %v", argv[0], err))
+	}
+	rec.ExitCode = res.ExitCode
+	rec.Stdout, rec.Stderr = res.Stdout, res.Stderr
+	rec.BytesRead, rec.BytesWritten = res.ReadBytes, res.WriteBytes
+	rec.CPUUserUS, rec.CPUSystemUS = res.CPUUser.Microseconds(), res.CPUSystem.Microseconds()
+	rec.MaxRSS = res.MaxRSS
+	if !res.Start.IsZero() {
+		s, e := res.Start, res.End
+		rec.ProgramStart, rec.ProgramEnd = &s, &e
+	}
+	if res.TimedOut {
+		rec.Reason = fmt.Sprintf("killed after task_max_seconds=%d", m.spec.TaskMaxSeconds)
+	}
+	if res.StartErr != nil {
+		rec.Reason = res.StartErr.Error()
+	}
+	if ctx.Err() != nil {
+		return rec, res.ExitCode, nil
+	}
+	files := workdir.Collect(dir, workdir.Options{OutputCap: textCap, KeepHead: keepHead})
+	rec.CustomText = files.CustomText
+	rec.InputBytes, rec.OutputBytes = files.InputBytes, files.OutputBytes
+	for _, ut := range files.UserTimes {
+		rec.UserTimes = append(rec.UserTimes, api.LabeledTime{Time: ut.Time, Label: ut.Label})
+	}
+	for k, v := range files.Extra {
+		rec.Extra[k] = v
+	}
+	if len(files.IOBytes) > 0 {
+		rec.Extra["iobytes"] = files.IOBytes
+	}
+	if len(files.Problems) > 0 {
+		rec.Extra["problems"] = files.Problems
+	}
+	code := res.ExitCode
+	if res.TimedOut {
+		code = codeTimeout
+	}
+	return rec, code, files
+}
+
+// program resolves the module's program on the host, as Scalebox does:
+// $ACTION_RUN, else run.sh in the module's code_path, /app/bin or
+// /app/share/bin; or the module's `command` when it is a program rather
+// than a container start template.
+func program(m *appspec.Module, env []string) ([]string, error) {
+	if cmd := strings.TrimSpace(m.Command); cmd != "" && !isContainerTemplate(cmd) {
+		return strings.Fields(cmd), nil
+	}
+	if run := lookupEnv(env, "ACTION_RUN"); run != "" {
+		return []string{run}, nil
+	}
+	var dirs []string
+	if cp := m.CodePath; cp != "" {
+		dirs = append(dirs, cp)
+	}
+	if cp := m.Arguments["code_path"]; cp != "" {
+		dirs = append(dirs, cp)
+	}
+	dirs = append(dirs, "/app/bin", "/app/share/bin")
+	for _, d := range dirs {
+		f := filepath.Join(d, "run.sh")
+		if st, err := os.Stat(f); err == nil && !st.IsDir() {
+			return []string{f}, nil
+		}
+	}
+	return nil, fmt.Errorf("module %s: no program: set ACTION_RUN, put run.sh in code_path (looked in %s) or set command", m.Name, strings.Join(dirs, ", "))
+}
+
+func isContainerTemplate(cmd string) bool {
+	if strings.Contains(cmd, "{{") {
+		return true
+	}
+	switch strings.Fields(cmd)[0] {
+	case "docker", "podman", "singularity", "apptainer", "nerdctl":
+		return true
+	}
+	return false
+}
+
+func lookupEnv(env []string, key string) string {
+	for i := len(env) - 1; i >= 0; i-- {
+		if k, v, ok := strings.Cut(env[i], "="); ok && k == key {
+			return v
+		}
+	}
+	return ""
+}
+
+// taskEnv is the environment Scalebox gives a module (spec §3.3).
+func (p *Pilot) taskEnv(m *module, slot int, dir string, t *api.LeasedTask, secret string) []string {
+	env := os.Environ()
+	if p.cfg.CLIPath != "" {
+		env = append(env, "PATH="+filepath.Dir(p.cfg.CLIPath)+string(os.PathListSeparator)+os.Getenv("PATH"))
+	}
+	hdr := map[string]string{}
+	_ = jsonUnmarshal(t.Headers, &hdr)
+	sink := p.mainRouter // Scalebox: the router for routed apps, else the next module
+	if len(m.spec.SinkModules) > 0 {
+		sink = m.spec.SinkModules[0]
+	}
+	add := func(k, v string) { env = append(env, k+"="+v) }
+	add("SCALEBOX_BROKER", p.proxy.url)
+	add("SCALEBOX_TOKEN", secret)
+	add("APP_ID", strconv.FormatInt(m.appID, 10))
+	add("MODULE_ID", strconv.FormatInt(m.id, 10))
+	add("PLAT_MODULE_ID", strconv.FormatInt(m.id, 10))
+	add("MODULE_NAME", m.name)
+	add("PLAT_MODULE_NAME", m.name)
+	add("TASK_ID", strconv.FormatInt(t.TaskID, 10))
+	add("TASK_ATTEMPT", strconv.Itoa(t.Attempt))
+	add("SLOT_ID", strconv.Itoa(slot))
+	add("WORK_DIR", dir)
+	add("SINK_MODULE", sink)
+	add("FROM_MODULE", hdr["from_module"])
+	add("FROM_HOST", hdr["from_host"])
+	add("FROM_IP", hdr["from_ip"])
+	add("HOST_NAME", p.cfg.Host)
+	add("LOCAL_IP", p.cfg.IP)
+	add("CLUSTER", p.cfg.Site)
+	add("PILOT_ID", strconv.FormatInt(p.id, 10))
+	add("TASK_BATCH_SIZE", strconv.Itoa(max(1, m.spec.TaskBatchSize)))
+	if m.spec.TaskBatchSize > 1 {
+		add("BATCH_FILE", filepath.Join(dir, "input-messages.txt"))
+	}
+	if m.spec.TaskMaxSeconds > 0 {
+		add("TASK_MAX_SECONDS", strconv.Itoa(m.spec.TaskMaxSeconds))
+	}
+	for k, v := range m.spec.Arguments {
+		add(strings.ToUpper(k), v)
+	}
+	env = append(env, m.spec.Environments...)
+	return env
+}

@@ -219,20 +219,20 @@ type PilotRegistration struct {
 
 // Pilot is a registered pilot.
 type Pilot struct {
-	ID           int64      `json:"id"`
-	Site         string     `json:"site"`
-	Host         string     `json:"host"`
-	IP           string     `json:"ip,omitempty"`
-	Cores        int        `json:"cores,omitempty"`
-	MemoryMB     int64      `json:"memory_mb,omitempty"`
-	GPUs         int        `json:"gpus,omitempty"`
-	Slots        string     `json:"slots,omitempty"`
-	JobID        string     `json:"job_id,omitempty"`
-	Deadline     *time.Time `json:"deadline,omitempty"`
-	Status       string     `json:"status"`
-	Version      string     `json:"version,omitempty"`
-	RegisteredAt time.Time  `json:"registered_at"`
-	LastSeen     time.Time  `json:"last_seen"`
+	ID           int64          `json:"id"`
+	Site         string         `json:"site"`
+	Host         string         `json:"host"`
+	IP           string         `json:"ip,omitempty"`
+	Cores        int            `json:"cores,omitempty"`
+	MemoryMB     int64          `json:"memory_mb,omitempty"`
+	GPUs         int            `json:"gpus,omitempty"`
+	Slots        map[string]int `json:"slots,omitempty"`
+	JobID        string         `json:"job_id,omitempty"`
+	Deadline     *time.Time     `json:"deadline,omitempty"`
+	Status       string         `json:"status"`
+	Version      string         `json:"version,omitempty"`
+	RegisteredAt time.Time      `json:"registered_at"`
+	LastSeen     time.Time      `json:"last_seen"`
 }
 
 // PilotRegistered is the broker's answer to a registration.

@@ -136,8 +136,11 @@ func (b *Broker) CreateApp(ctx context.Context, req *api.AppCreateRequest) (*api
 		p.Modules = append(p.Modules, store.ModuleParams{Name: m.Name, Site: m.Site, Spec: mj})
 	}
 	sa, err := b.store.AppCreate(ctx, p)
+	if errors.Is(err, store.ErrConflict) {
+		return nil, errorf(api.CodeInvalidApp, "modules", "module names repeat")
+	}
 	if err != nil {
-		return nil, storeErr(err, "app")
+		return nil, err
 	}
 	a, err := b.cacheApp(sa)
 	if err != nil {

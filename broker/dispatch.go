@@ -27,7 +27,10 @@ func (b *Broker) RegisterPilot(ctx context.Context, p Principal, r *api.PilotReg
 	if p.Role == store.RolePilot && p.Site != "" && p.Site != r.Site {
 		return nil, errorf(api.CodeForbidden, "site", fmt.Sprintf("this token may register pilots for site %q only", p.Site))
 	}
-	slots, _ := json.Marshal(r.Slots)
+	slots := []byte("{}")
+	if len(r.Slots) > 0 {
+		slots, _ = json.Marshal(r.Slots)
+	}
 	sp := &store.Pilot{
 		Site: r.Site, Host: r.Host, IP: r.IP, Cores: r.Cores, MemoryMB: r.MemoryMB, GPUs: r.GPUs,
 		Slots: string(slots), JobID: r.JobID, Version: r.Version, RegisteredAt: b.now(), LastSeen: b.now(),
@@ -482,10 +485,11 @@ func (b *Broker) DrainPilot(ctx context.Context, p Principal, pilotID int64) err
 
 func pilotView(p *store.Pilot) api.Pilot {
 	out := api.Pilot{ID: p.ID, Site: p.Site, Host: p.Host, IP: p.IP, Cores: p.Cores, MemoryMB: p.MemoryMB, GPUs: p.GPUs,
-		Slots: p.Slots, JobID: p.JobID, Status: p.Status, Version: p.Version, RegisteredAt: p.RegisteredAt, LastSeen: p.LastSeen}
+		JobID: p.JobID, Status: p.Status, Version: p.Version, RegisteredAt: p.RegisteredAt, LastSeen: p.LastSeen}
 	if !p.Deadline.IsZero() {
 		d := p.Deadline
 		out.Deadline = &d
 	}
+	_ = json.Unmarshal([]byte(p.Slots), &out.Slots)
 	return out
 }

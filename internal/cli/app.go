@@ -46,7 +46,7 @@ func (a *AppFileArgs) load() (*appspec.App, []byte, map[string]string, error) {
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	spec, err := appspec.Load(a.File, appspec.Options{EnvFiles: a.EnvFiles})
+	spec, err := appspec.Load(a.File, appspec.Options{EnvFiles: a.EnvFiles, Environ: environ()})
 	if err != nil {
 		return nil, nil, nil, &invalidError{err}
 	}

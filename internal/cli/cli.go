@@ -202,10 +202,21 @@ func loadVars(appFile string, envFiles []string) (map[string]string, error) {
 			vars[k] = v
 		}
 	}
-	for _, kv := range os.Environ() {
+	for _, kv := range environ() {
 		if k, v, ok := strings.Cut(kv, "="); ok {
 			vars[k] = v
 		}
 	}
 	return vars, nil
+}
+
+// environ is the process environment with PWD set to the working directory,
+// as a shell sets it (app.yaml files use ${PWD}; a parent process that
+// changed directory may have left a stale PWD).
+func environ() []string {
+	env := os.Environ()
+	if wd, err := os.Getwd(); err == nil {
+		env = append(env, "PWD="+wd)
+	}
+	return env
 }

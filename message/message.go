@@ -26,7 +26,7 @@ import (
 
 // Message is one parsed line.
 type Message struct {
-	Module  string            // "" = the sender's default sink
+	Module  string // "" = the sender's default sink
 	Body    string
 	Headers map[string]string // nil if none
 }

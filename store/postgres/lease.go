@@ -13,11 +13,19 @@ import (
 )
 
 // leaseSQL leases READY tasks. For every requested module and every host
-// name (” = unbound tasks) it locks up to n of the oldest READY rows with
+// name ('' = unbound tasks) it locks up to n of the oldest READY rows with
 // SKIP LOCKED, each scan an ordered range of the tasks_ready index; of
 // those it takes the n oldest per module and updates them. Rows locked but
 // not taken (a pilot with tasks bound to its host and unbound ones) stay
 // locked only until this statement's transaction ends.
+//
+// The plan must not depend on statistics (a queue's status distribution
+// changes faster than ANALYZE runs, and pgx's cached statements get generic
+// plans): to_host is bounded by a range instead of "=" and the scan is
+// ordered by (to_host, id), an order only tasks_ready delivers, so the
+// primary key (id order, but every task) is never walked instead; and the
+// final UPDATE finds its rows with id = ANY(array), always a primary-key
+// lookup, never a hash join over the table.
 const leaseSQL = `
 WITH req AS (
 	SELECT * FROM unnest($1::bigint[], $2::bigint[]) AS r(module_id, n)
@@ -27,8 +35,8 @@ WITH req AS (
 	SELECT req.module_id, req.n, c.id
 	FROM req CROSS JOIN hosts CROSS JOIN LATERAL (
 		SELECT r.id FROM tasks r
-		WHERE r.status = -1 AND r.module_id = req.module_id AND r.to_host = hosts.h
-		ORDER BY r.id
+		WHERE r.status = -1 AND r.module_id = req.module_id AND r.to_host >= hosts.h AND r.to_host <= hosts.h
+		ORDER BY r.to_host, r.id
 		LIMIT req.n
 		FOR UPDATE SKIP LOCKED
 	) c
@@ -38,7 +46,7 @@ WITH req AS (
 	) x WHERE rn <= n
 )
 UPDATE tasks t SET status = -2, attempt = t.attempt + 1, pilot_id = $4, leased_at = $5, lease_expires = $6, updated_at = $5
-FROM pick WHERE t.id = pick.id
+WHERE t.id = ANY (ARRAY(SELECT id FROM pick))
 RETURNING t.id, t.app_id, t.module_id, t.body, t.headers, t.attempt, t.created_at`
 
 // TaskLease hands READY tasks of the requested modules to one pilot.

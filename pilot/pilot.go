@@ -125,7 +125,6 @@ type Pilot struct {
 	running  map[int64]*attempt
 	free     map[int64]int // free slots per module id
 	queued   map[int64]int // leased, not yet started, per module id
-	wake     chan struct{} // a slot was freed
 	lastBusy time.Time
 
 	results  chan *api.Result

@@ -44,15 +44,13 @@ func startProxy(p *Pilot) (*proxy, error) {
 		return nil, err
 	}
 	x := &proxy{p: p, ln: ln, url: "http://" + ln.Addr().String(), attempts: map[string]*attempt{}}
-	rp := httputil.NewSingleHostReverseProxy(target)
-	base := rp.Director
-	rp.Director = func(r *http.Request) {
-		base(r)
-		r.Header.Del("Authorization")
+	rp := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		r.SetURL(target)
+		r.Out.Header.Del("Authorization")
 		if p.cfg.Token != "" {
-			r.Header.Set("Authorization", "Bearer "+p.cfg.Token)
+			r.Out.Header.Set("Authorization", "Bearer "+p.cfg.Token)
 		}
-	}
+	}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		a := x.lookup(r)

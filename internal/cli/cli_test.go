@@ -22,7 +22,6 @@ type cliEnv struct {
 	t      *testing.T
 	broker string
 	dir    string
-	env    map[string]string
 }
 
 func newCLI(t *testing.T, auth bool) *cliEnv {

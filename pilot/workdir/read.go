@@ -1,0 +1,250 @@
+package workdir
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"unicode/utf8"
+)
+
+// problems collects what was wrong, up to maxProblems lines.
+type problems struct {
+	list []string
+	more int
+}
+
+// addf records a problem in file at line (0: the file as a whole).
+func (p *problems) addf(file string, line int, format string, args ...any) {
+	if len(p.list) >= maxProblems {
+		p.more++
+		return
+	}
+	where := file
+	if line > 0 {
+		where += ":" + strconv.Itoa(line)
+	}
+	p.list = append(p.list, where+": "+fmt.Sprintf(format, args...))
+}
+
+func (p *problems) result() []string {
+	if p.more > 0 {
+		return append(p.list, fmt.Sprintf("… and %d more problems", p.more))
+	}
+	return p.list
+}
+
+// maxListed is how many entries of a work dir are listed to skip opening
+// interface files that are not there; a larger dir is not listed.
+const maxListed = 256
+
+// wdir is a work dir being collected.
+type wdir struct {
+	path  string
+	names map[string]bool // its entries, or nil if not listed
+}
+
+// openWorkDir lists small work dirs: most tasks leave few files, and one
+// getdents beats a score of failed opens.
+func openWorkDir(path string) *wdir {
+	w := &wdir{path: path}
+	f, err := os.Open(path)
+	if err != nil {
+		return w
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(maxListed + 1)
+	if (err != nil && err != io.EOF) || len(names) > maxListed {
+		return w
+	}
+	w.names = make(map[string]bool, len(names))
+	for _, n := range names {
+		w.names[n] = true
+	}
+	return w
+}
+
+// has says whether name may be in the dir.
+func (w *wdir) has(name string) bool { return w.names == nil || w.names[name] }
+
+// openRegular opens name without blocking (a FIFO would) and only if it
+// is a regular file. ok is false when the file is absent or refused (the
+// refusal is a problem).
+func openRegular(w *wdir, name string, p *problems) (*os.File, int64, bool) {
+	if !w.has(name) {
+		return nil, 0, false
+	}
+	f, err := os.OpenFile(filepath.Join(w.path, name), os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			p.addf(name, 0, "%v", unwrapPath(err))
+		}
+		return nil, 0, false
+	}
+	st, err := f.Stat()
+	if err != nil {
+		_ = f.Close()
+		p.addf(name, 0, "%v", unwrapPath(err))
+		return nil, 0, false
+	}
+	if !st.Mode().IsRegular() {
+		_ = f.Close()
+		p.addf(name, 0, "not a regular file (%s), ignored", st.Mode().Type())
+		return nil, 0, false
+	}
+	return f, st.Size(), true
+}
+
+// readFile reads at most limit bytes of dir/name. A longer file is cut at
+// its last complete line within the limit, which is a problem.
+func readFile(w *wdir, name string, limit int, p *problems) ([]byte, bool) {
+	f, _, ok := openRegular(w, name, p)
+	if !ok {
+		return nil, false
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, int64(limit)+1))
+	if err != nil {
+		p.addf(name, 0, "%v", unwrapPath(err))
+		return nil, false
+	}
+	if len(data) > limit {
+		data = data[:limit]
+		if i := strings.LastIndexByte(string(data), '\n'); i >= 0 {
+			data = data[:i+1]
+		}
+		p.addf(name, 0, "larger than %d bytes: only the first %d bytes read", limit, len(data))
+	}
+	return data, true
+}
+
+// readCapped reads the head or the tail of dir/name, at most limit bytes,
+// and the file's size.
+func readCapped(w *wdir, name string, limit int, keepHead bool, p *problems) ([]byte, int64, bool) {
+	f, size, ok := openRegular(w, name, p)
+	if !ok {
+		return nil, 0, false
+	}
+	defer f.Close()
+	var r io.Reader = f
+	if !keepHead && size > int64(limit) {
+		r = io.NewSectionReader(f, size-int64(limit), int64(limit))
+	}
+	data, err := io.ReadAll(io.LimitReader(r, int64(limit)))
+	if err != nil {
+		p.addf(name, 0, "%v", unwrapPath(err))
+		return nil, 0, false
+	}
+	// A file that grew or has no size (procfs) still reads within limit.
+	size = max(size, int64(len(data)))
+	return data, size, true
+}
+
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%s: %w", pe.Op, pe.Err)
+	}
+	return err
+}
+
+// customText is the module's free text: the first text file present, then
+// task-exec userText/messageText, capped as Scalebox caps stdout.
+func customText(w *wdir, opt Options, extra []string, p *problems) string {
+	var file []byte
+	var size int64
+	for _, name := range textFiles {
+		var ok bool
+		if file, size, ok = readCapped(w, name, opt.OutputCap, opt.KeepHead, p); ok {
+			break
+		}
+	}
+	tail := strings.Join(extra, "\n")
+	sep := ""
+	if size > 0 && tail != "" && (len(file) == 0 || file[len(file)-1] != '\n') {
+		sep = "\n"
+	}
+	total := size + int64(len(sep)+len(tail))
+	if total == 0 {
+		return ""
+	}
+	kept := file
+	if !opt.KeepHead || int64(len(file)) == size {
+		// file+sep+tail is a suffix of the whole (tail mode) or all of it.
+		kept = append(append(kept[:len(kept):len(kept)], sep...), tail...)
+	}
+	return truncate(kept, total, opt.OutputCap, opt.KeepHead)
+}
+
+// truncate renders kept, the head or tail of a text of total bytes, in at
+// most limit bytes. Where bytes were dropped it puts the marker
+// "[… N bytes cut …]\n" (at the start when the tail is kept, at the end
+// when the head is), dropping more bytes to make room for it and cutting
+// at a UTF-8 boundary; N counts every byte left out. When limit cannot
+// hold the marker, the kept bytes are returned bare. (The same rule as
+// package executor applies to stdout and stderr.)
+func truncate(kept []byte, total int64, limit int, keepHead bool) string {
+	n := len(kept)
+	if int64(n) == total && n <= limit {
+		return string(kept)
+	}
+	if !keepHead && n > limit {
+		kept, n = kept[n-limit:], limit
+	} else if keepHead && n > limit {
+		kept, n = kept[:limit], limit
+	}
+	cut := total - int64(n)
+	var mark []byte
+	for {
+		mark = marker(mark[:0], cut)
+		if len(mark) >= limit {
+			mark = mark[:0]
+		}
+		keep := max(0, min(limit-len(mark), n))
+		if keepHead {
+			keep = runeEnd(kept, keep)
+		} else {
+			keep = n - runeStart(kept, n-keep)
+		}
+		if c := total - int64(keep); c != cut && len(mark) > 0 {
+			cut = c
+			continue
+		}
+		out := make([]byte, 0, keep+len(mark))
+		if keepHead {
+			out = append(append(out, kept[:keep]...), mark...)
+		} else {
+			out = append(append(out, mark...), kept[n-keep:]...)
+		}
+		return string(out)
+	}
+}
+
+func runeEnd(b []byte, end int) int {
+	i := end - 1
+	for j := 0; i > 0 && j < utf8.UTFMax-1 && !utf8.RuneStart(b[i]); j++ {
+		i--
+	}
+	if i >= 0 && utf8.RuneStart(b[i]) && !utf8.FullRune(b[i:end]) {
+		return i
+	}
+	return end
+}
+
+func runeStart(b []byte, start int) int {
+	for j := 0; start < len(b) && j < utf8.UTFMax-1 && !utf8.RuneStart(b[start]); j++ {
+		start++
+	}
+	return start
+}
+
+func marker(b []byte, cut int64) []byte {
+	b = append(b, "[… "...)
+	b = strconv.AppendInt(b, cut, 10)
+	return append(b, " bytes cut …]\n"...)
+}

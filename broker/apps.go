@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/scalebox-hpc/scalebox/api"
 	"github.com/scalebox-hpc/scalebox/appspec"
@@ -348,6 +349,9 @@ func taskInput(m *moduleState, body string, headers map[string]string) (store.Ta
 	if body == "" {
 		return store.TaskInput{}, errorf(api.CodeBadRequest, "body", "task body is empty (the body is the task's key)")
 	}
+	if !utf8.ValidString(body) || strings.ContainsRune(body, 0) {
+		return store.TaskInput{}, errorf(api.CodeBadRequest, "body", "task body must be UTF-8 text without NUL bytes")
+	}
 	if len(body) > MaxBodyBytes {
 		return store.TaskInput{}, errorf(api.CodeTooLarge, "body", fmt.Sprintf("task body is %d bytes; the limit is %d", len(body), MaxBodyBytes))
 	}
@@ -361,6 +365,9 @@ func taskInput(m *moduleState, body string, headers map[string]string) (store.Ta
 			return store.TaskInput{}, errorf(api.CodeTooLarge, "headers", fmt.Sprintf("headers are %d bytes; the limit is %d", len(b), MaxHeadersBytes))
 		}
 		hj = string(b)
+		if strings.Contains(hj, `\u0000`) {
+			return store.TaskInput{}, errorf(api.CodeBadRequest, "headers", "headers must not contain NUL bytes")
+		}
 	}
 	in := store.TaskInput{ModuleID: m.id, Body: body, Headers: hj, Status: store.StatusReady}
 	if m.spec.InitialTaskStatus == "INITIAL" {

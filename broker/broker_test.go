@@ -113,6 +113,7 @@ func TestBadBodiesNameTheField(t *testing.T) {
 		{`{"tasks":[],"bogus":1}`, "bogus"},
 		{`{"conflict":"MAYBE","tasks":[{"body":"x"}]}`, "conflict"},
 		{`not json`, "invalid JSON"},
+		{`{"tasks":[{"body":"a\u0000b"}]}`, "without NUL"},
 	} {
 		resp, err := http.Post(tb.srv.URL+"/api/v1/apps/"+itoa(a.ID)+"/tasks", "application/json", strings.NewReader(c.body))
 		require.NoError(t, err)
@@ -169,7 +170,7 @@ func TestCompleteEmitsMessagesAndFencesStaleResults(t *testing.T) {
 	}
 	res, err := tb.client.Complete(tb.ctx, pilot, &api.CompleteRequest{Results: []api.Result{{
 		TaskID: lt.TaskID, Attempt: lt.Attempt, Code: 0, Messages: msgs,
-		Record: api.Attempt{Host: "n0", Stdout: "split 1000", ExitCode: 0},
+		Record: api.Attempt{Host: "n0", Stdout: "split 1000", Stderr: "bad\x00bytes\xff", ExitCode: 0},
 	}}})
 	require.NoError(t, err)
 	require.Equal(t, []api.CompleteResult{{TaskID: lt.TaskID, Applied: true, Status: 0, Emitted: 2, Duplicates: 1}}, res.Results)
@@ -191,6 +192,7 @@ func TestCompleteEmitsMessagesAndFencesStaleResults(t *testing.T) {
 	require.Len(t, d.Attempts, 2)
 	require.Equal(t, "app", d.Attempts[0].Kind)
 	require.Equal(t, "split 1000", d.Attempts[0].Stdout)
+	require.Equal(t, "badbytes\uFFFD", d.Attempts[0].Stderr, "NUL dropped, invalid UTF-8 replaced")
 	require.NotNil(t, d.Attempts[0].LeasedAt)
 	require.NotNil(t, d.Attempts[0].RecordedAt)
 	require.Equal(t, "fenced", d.Attempts[1].Kind)

@@ -2,7 +2,9 @@ package broker
 
 import (
 	"encoding/json"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/scalebox-hpc/scalebox/api"
 	"github.com/scalebox-hpc/scalebox/store"
@@ -11,8 +13,8 @@ import (
 // attemptRecord converts a pilot's attempt record to the store's.
 func attemptRecord(a *api.Attempt) store.Attempt {
 	out := store.Attempt{
-		Host: a.Host, Slot: a.Slot, ExitCode: a.ExitCode, Reason: a.Reason,
-		Stdout: a.Stdout, Stderr: a.Stderr, CustomText: a.CustomText,
+		Host: clean(a.Host), Slot: clean(a.Slot), ExitCode: a.ExitCode, Reason: clean(a.Reason),
+		Stdout: clean(a.Stdout), Stderr: clean(a.Stderr), CustomText: clean(a.CustomText),
 		BytesRead: a.BytesRead, BytesWritten: a.BytesWritten, InputBytes: a.InputBytes, OutputBytes: a.OutputBytes,
 		CPUUser: time.Duration(a.CPUUserUS) * time.Microsecond, CPUSystem: time.Duration(a.CPUSystemUS) * time.Microsecond,
 		MaxRSS:       a.MaxRSS,
@@ -23,9 +25,19 @@ func attemptRecord(a *api.Attempt) store.Attempt {
 		Extra:        a.Extra,
 	}
 	for _, t := range a.UserTimes {
-		out.UserTimestamps = append(out.UserTimestamps, store.LabeledTime{Time: t.Time, Label: t.Label})
+		out.UserTimestamps = append(out.UserTimestamps, store.LabeledTime{Time: t.Time, Label: clean(t.Label)})
 	}
 	return out
+}
+
+// clean makes program output storable as text in every store: invalid
+// UTF-8 becomes U+FFFD and NUL bytes are dropped (PostgreSQL text rejects
+// both).
+func clean(s string) string {
+	if utf8.ValidString(s) && !strings.Contains(s, "\x00") {
+		return s
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "")
 }
 
 // attemptView converts a stored attempt for the API.

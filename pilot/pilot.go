@@ -19,6 +19,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -119,6 +120,7 @@ type Pilot struct {
 	dir        string // this pilot's scratch root
 	mainRouter string
 	hosts      []string // names this host answers to, for HOST-BOUND tasks
+	abort      context.CancelCauseFunc
 
 	mu       sync.Mutex
 	modules  map[int64]*module // by module id
@@ -227,8 +229,10 @@ func (p *Pilot) run(ctx context.Context) error {
 	// Work contexts outlive ctx by the grace period; leasing stops at once.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
-	leaseCtx, stopLeasing := context.WithCancel(ctx)
-	defer stopLeasing()
+	leaseCtx, abort := context.WithCancelCause(ctx)
+	defer abort(nil)
+	p.abort = abort
+	stopLeasing := func() { abort(nil) }
 	if !p.cfg.Deadline.IsZero() {
 		var cancel context.CancelFunc
 		leaseCtx, cancel = context.WithDeadline(leaseCtx, p.cfg.Deadline.Add(-p.cfg.Grace))
@@ -256,6 +260,9 @@ func (p *Pilot) run(ctx context.Context) error {
 	go func() { defer close(hbDone); p.heartbeater(hbCtx, stopLeasing) }()
 
 	leaseErr := p.leaser(leaseCtx)
+	if cause := context.Cause(leaseCtx); leaseErr == nil && cause != nil && !errors.Is(cause, context.Canceled) && !errors.Is(cause, context.DeadlineExceeded) {
+		leaseErr = cause
+	}
 	stopLeasing()
 	// Drain: close the queues; queued-but-unstarted tasks are handed back
 	// at deregistration. Running tasks get the grace period.
@@ -393,6 +400,13 @@ func (p *Pilot) leaseModule(ctx context.Context, m *module) error {
 			return nil
 		}
 		req := p.leaseRequest(m)
+		if req != nil && !p.admitted(ctx, m) {
+			select { // check.sh said no: ask again after the poll interval
+			case <-ctx.Done():
+			case <-time.After(m.pollInterval()):
+			}
+			continue
+		}
 		if req == nil {
 			select { // every slot busy: wait for one to free
 			case <-ctx.Done():
@@ -432,6 +446,29 @@ func (p *Pilot) leaseModule(ctx context.Context, m *module) error {
 		}
 	}
 	return nil
+}
+
+// admitted runs the module's check.sh (Scalebox's custom admission) before
+// a lease; a non-zero exit means "not now".
+func (p *Pilot) admitted(ctx context.Context, m *module) bool {
+	dir := filepath.Join(p.dir, "check-"+safeName(m.name))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		p.log.Error("create check dir", zap.Error(err))
+		return false
+	}
+	if err := p.hook(ctx, m, 0, dir, "check"); err != nil {
+		p.log.Debug("check.sh refused work", zap.String("module", m.name), zap.Error(err))
+		return false
+	}
+	return true
+}
+
+// pollInterval is Scalebox's poll_interval_seconds (default 6 s).
+func (m *module) pollInterval() time.Duration {
+	if v, err := strconv.ParseFloat(m.spec.Arguments["poll_interval_seconds"], 64); err == nil && v > 0 {
+		return time.Duration(v * float64(time.Second))
+	}
+	return 6 * time.Second
 }
 
 func (p *Pilot) idleTooLong() bool {
@@ -477,7 +514,7 @@ func (p *Pilot) leaseRequest(m *module) *api.LeaseRequest {
 // whose leases the broker gave away. If the broker stays unreachable for
 // longer than a lease, the pilot stops its tasks: they belong to someone
 // else by now.
-func (p *Pilot) heartbeater(ctx context.Context, stopLeasing context.CancelFunc) {
+func (p *Pilot) heartbeater(ctx context.Context, stopLeasing func()) {
 	t := time.NewTicker(p.hb)
 	defer t.Stop()
 	lastOK := time.Now()

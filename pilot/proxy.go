@@ -31,6 +31,8 @@ type proxy struct {
 
 	mu       sync.Mutex
 	attempts map[string]*attempt // by secret
+
+	hookSecret string // lifecycle hooks: may call the broker, not add tasks
 }
 
 func startProxy(p *Pilot) (*proxy, error) {
@@ -44,6 +46,11 @@ func startProxy(p *Pilot) (*proxy, error) {
 		return nil, err
 	}
 	x := &proxy{p: p, ln: ln, url: "http://" + ln.Addr().String(), attempts: map[string]*attempt{}}
+	if x.hookSecret, err = newSecret(); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	x.attempts[x.hookSecret] = &attempt{} // no task
 	rp := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
 		r.SetURL(target)
 		r.Out.Header.Del("Authorization")
@@ -59,6 +66,10 @@ func startProxy(p *Pilot) (*proxy, error) {
 			return
 		}
 		if r.Method == http.MethodPost && isTaskAdd(r.URL.Path) {
+			if a.task == nil {
+				writeErr(w, http.StatusBadRequest, api.CodeBadRequest, "tasks can be added from run.sh only, not from setup, check or teardown scripts")
+				return
+			}
 			x.taskAdd(w, r, a)
 			return
 		}

@@ -37,6 +37,23 @@ func (p *Pilot) worker(ctx context.Context, m *module, slot int) {
 	if err := os.MkdirAll(filepath.Join(slotDir, ".scalebox"), 0o755); err != nil {
 		p.log.Error("create slot dir", zap.Error(err))
 	}
+	if err := p.hook(ctx, m, slot, slotDir, "setup"); err != nil {
+		// Scalebox: a failed setup puts the slot in ERROR. Here the whole
+		// pilot stops taking work (the node is likely broken) and hands its
+		// leases back; nothing is counted against the tasks.
+		p.abort(err)
+		for range m.queue { // drain: queued tasks are handed back at deregistration
+			p.mu.Lock()
+			p.queued[m.id]--
+			p.mu.Unlock()
+		}
+		return
+	}
+	defer func() {
+		if err := p.hook(context.WithoutCancel(ctx), m, slot, slotDir, "teardown"); err != nil {
+			p.log.Error("teardown failed", zap.Error(err))
+		}
+	}()
 	for t := range m.queue {
 		batch := []*api.LeasedTask{t}
 		for n := m.spec.TaskBatchSize; len(batch) < n; {
@@ -70,6 +87,33 @@ func (p *Pilot) worker(ctx context.Context, m *module, slot int) {
 }
 
 func (p *Pilot) stopping() bool { return p.draining.Load() }
+
+// hook runs a module's lifecycle script (setup, check, teardown) if it has
+// one, in dir, with the slot's environment. A non-zero exit is an error
+// carrying the script's output.
+func (p *Pilot) hook(ctx context.Context, m *module, slot int, dir, name string) error {
+	env := p.slotEnv(m, slot, dir)
+	f := script(m.spec, env, name)
+	if f == "" {
+		return nil
+	}
+	res, err := p.cfg.Runtime.Run(ctx, executor.Spec{Argv: []string{f}, Env: env, Dir: dir, OutputCap: 4096})
+	if res == nil {
+		return fmt.Errorf("module %s slot %d: %s %s: %v", m.name, slot, name, f, err)
+	}
+	if res.ExitCode != 0 {
+		return fmt.Errorf("module %s slot %d: %s %s exited %d: %s%s", m.name, slot, name, f, res.ExitCode,
+			strings.TrimSpace(res.Stdout+"\n"+res.Stderr), startErr(res))
+	}
+	return nil
+}
+
+func startErr(r *executor.Result) string {
+	if r.StartErr != nil {
+		return " (" + r.StartErr.Error() + ")"
+	}
+	return ""
+}
 
 func safeName(s string) string {
 	return strings.Map(func(r rune) rune {
@@ -254,14 +298,21 @@ func (p *Pilot) runAttempt(ctx context.Context, m *module, slot int, slotDir, di
 	for _, ut := range files.UserTimes {
 		rec.UserTimes = append(rec.UserTimes, api.LabeledTime{Time: ut.Time, Label: ut.Label})
 	}
-	for k, v := range files.Extra {
-		rec.Extra[k] = v
+	if len(files.Extra) > 0 {
+		rec.Extra["extra_attributes"] = files.Extra
 	}
 	if len(files.IOBytes) > 0 {
 		rec.Extra["iobytes"] = files.IOBytes
 	}
 	if len(files.Problems) > 0 {
 		rec.Extra["problems"] = files.Problems
+	}
+	if len(files.RemovedFiles) > 0 {
+		// Scalebox deletes the files a module lists in removed-files.txt
+		// after counting their bytes (e.g. KEEP_SOURCE_FILE=no).
+		if err := workdir.Remove(dir, files.RemovedFiles); err != nil {
+			rec.Extra["remove_error"] = err.Error()
+		}
 	}
 	code := res.ExitCode
 	if res.TimedOut {
@@ -278,24 +329,38 @@ func program(m *appspec.Module, env []string) ([]string, error) {
 	if cmd := strings.TrimSpace(m.Command); cmd != "" && !isContainerTemplate(cmd) {
 		return strings.Fields(cmd), nil
 	}
-	if run := lookupEnv(env, "ACTION_RUN"); run != "" {
-		return []string{run}, nil
+	if f := script(m, env, "run"); f != "" {
+		return []string{f}, nil
 	}
+	return nil, fmt.Errorf("module %s: no program: set ACTION_RUN, put run.sh in code_path (looked in %s) or set command",
+		m.Name, strings.Join(scriptDirs(m), ", "))
+}
+
+// script finds a module's lifecycle script ("run", "setup", "check",
+// "teardown"): $ACTION_<NAME>, else <name>.sh in the module's code dirs.
+// It returns "" if there is none.
+func script(m *appspec.Module, env []string, name string) string {
+	if f := lookupEnv(env, "ACTION_"+strings.ToUpper(name)); f != "" {
+		return f
+	}
+	for _, d := range scriptDirs(m) {
+		f := filepath.Join(d, name+".sh")
+		if st, err := os.Stat(f); err == nil && !st.IsDir() {
+			return f
+		}
+	}
+	return ""
+}
+
+func scriptDirs(m *appspec.Module) []string {
 	var dirs []string
 	if cp := m.CodePath; cp != "" {
 		dirs = append(dirs, cp)
 	}
-	if cp := m.Arguments["code_path"]; cp != "" {
+	if cp := m.Arguments["code_path"]; cp != "" && cp != m.CodePath {
 		dirs = append(dirs, cp)
 	}
-	dirs = append(dirs, "/app/bin", "/app/share/bin")
-	for _, d := range dirs {
-		f := filepath.Join(d, "run.sh")
-		if st, err := os.Stat(f); err == nil && !st.IsDir() {
-			return []string{f}, nil
-		}
-	}
-	return nil, fmt.Errorf("module %s: no program: set ACTION_RUN, put run.sh in code_path (looked in %s) or set command", m.Name, strings.Join(dirs, ", "))
+	return append(dirs, "/app/bin", "/app/share/bin")
 }
 
 func isContainerTemplate(cmd string) bool {
@@ -318,48 +383,57 @@ func lookupEnv(env []string, key string) string {
 	return ""
 }
 
-// taskEnv is the environment Scalebox gives a module (spec §3.3).
-func (p *Pilot) taskEnv(m *module, slot int, dir string, t *api.LeasedTask, secret string) []string {
+// slotEnv is the environment Scalebox gives a module's slot (spec §3.3);
+// lifecycle hooks run with it, tasks with taskEnv.
+func (p *Pilot) slotEnv(m *module, slot int, dir string) []string {
 	env := os.Environ()
 	if p.cfg.CLIPath != "" {
 		env = append(env, "PATH="+filepath.Dir(p.cfg.CLIPath)+string(os.PathListSeparator)+os.Getenv("PATH"))
 	}
-	hdr := map[string]string{}
-	_ = jsonUnmarshal(t.Headers, &hdr)
 	sink := p.mainRouter // Scalebox: the router for routed apps, else the next module
 	if len(m.spec.SinkModules) > 0 {
 		sink = m.spec.SinkModules[0]
 	}
 	add := func(k, v string) { env = append(env, k+"="+v) }
 	add("SCALEBOX_BROKER", p.proxy.url)
-	add("SCALEBOX_TOKEN", secret)
+	add("SCALEBOX_TOKEN", p.proxy.hookSecret)
 	add("APP_ID", strconv.FormatInt(m.appID, 10))
 	add("MODULE_ID", strconv.FormatInt(m.id, 10))
 	add("PLAT_MODULE_ID", strconv.FormatInt(m.id, 10))
 	add("MODULE_NAME", m.name)
 	add("PLAT_MODULE_NAME", m.name)
-	add("TASK_ID", strconv.FormatInt(t.TaskID, 10))
-	add("TASK_ATTEMPT", strconv.Itoa(t.Attempt))
 	add("SLOT_ID", strconv.Itoa(slot))
 	add("WORK_DIR", dir)
 	add("SINK_MODULE", sink)
-	add("FROM_MODULE", hdr["from_module"])
-	add("FROM_HOST", hdr["from_host"])
-	add("FROM_IP", hdr["from_ip"])
 	add("HOST_NAME", p.cfg.Host)
 	add("LOCAL_IP", p.cfg.IP)
 	add("CLUSTER", p.cfg.Site)
 	add("PILOT_ID", strconv.FormatInt(p.id, 10))
 	add("TASK_BATCH_SIZE", strconv.Itoa(max(1, m.spec.TaskBatchSize)))
-	if m.spec.TaskBatchSize > 1 {
-		add("BATCH_FILE", filepath.Join(dir, "input-messages.txt"))
-	}
 	if m.spec.TaskMaxSeconds > 0 {
 		add("TASK_MAX_SECONDS", strconv.Itoa(m.spec.TaskMaxSeconds))
 	}
 	for k, v := range m.spec.Arguments {
 		add(strings.ToUpper(k), v)
 	}
-	env = append(env, m.spec.Environments...)
-	return env
+	return append(env, m.spec.Environments...)
+}
+
+// taskEnv is the environment of one attempt: the slot's plus the task's.
+func (p *Pilot) taskEnv(m *module, slot int, dir string, t *api.LeasedTask, secret string) []string {
+	env := p.slotEnv(m, slot, dir)
+	hdr := map[string]string{}
+	_ = jsonUnmarshal(t.Headers, &hdr)
+	add := func(k, v string) { env = append(env, k+"="+v) }
+	add("SCALEBOX_TOKEN", secret)
+	add("TASK_ID", strconv.FormatInt(t.TaskID, 10))
+	add("TASK_ATTEMPT", strconv.Itoa(t.Attempt))
+	add("FROM_MODULE", hdr["from_module"])
+	add("FROM_HOST", hdr["from_host"])
+	add("FROM_IP", hdr["from_ip"])
+	if m.spec.TaskBatchSize > 1 {
+		add("BATCH_FILE", filepath.Join(dir, "input-messages.txt"))
+	}
+	// The module's own environments win over everything the platform sets.
+	return append(env, m.spec.Environments...)
 }

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/scalebox-hpc/scalebox/pilot/textcap"
 )
 
 func FuzzTimestamps(f *testing.F) {
@@ -103,7 +105,7 @@ func FuzzTruncate(f *testing.F) {
 			return
 		}
 		total := int64(len(kept)) + extra%(1<<40)
-		out := truncate(kept, total, int(limit), keepHead)
+		out := textcap.Truncate(kept, total, int(limit), keepHead)
 		if len(out) > int(limit) {
 			t.Fatalf("%d bytes out, limit %d", len(out), limit)
 		}

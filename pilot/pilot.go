@@ -265,7 +265,9 @@ func (p *Pilot) run(ctx context.Context) error {
 	}
 	stopLeasing()
 	// Drain: close the queues; queued-but-unstarted tasks are handed back
-	// at deregistration. Running tasks get the grace period.
+	// at deregistration (draining keeps the workers from starting them).
+	// Running tasks get the grace period.
+	p.draining.Store(true)
 	p.mu.Lock()
 	for _, m := range p.modules {
 		close(m.queue)

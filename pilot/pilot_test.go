@@ -27,11 +27,17 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	return newEnvWith(t, broker.Config{})
+}
+
+// newEnvWith starts a broker with cfg on a fresh SQLite store, over HTTP.
+func newEnvWith(t *testing.T, cfg broker.Config) *env {
+	t.Helper()
 	ctx := context.Background()
 	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "s.db"))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = st.Close() })
-	b := broker.New(st, broker.Config{}, zaptest.NewLogger(t).Named("broker"))
+	b := broker.New(st, cfg, zaptest.NewLogger(t).Named("broker"))
 	require.NoError(t, b.Start(ctx))
 	srv := httptest.NewServer(b.Handler())
 	t.Cleanup(func() { b.Close(); srv.Close() })

@@ -416,7 +416,7 @@ func (p *Pilot) slotEnv(m *module, slot int, dir string) []string {
 	for k, v := range m.spec.Arguments {
 		add(strings.ToUpper(k), v)
 	}
-	return append(env, m.spec.Environments...)
+	return dedupEnv(append(env, m.spec.Environments...))
 }
 
 // taskEnv is the environment of one attempt: the slot's plus the task's.
@@ -435,5 +435,24 @@ func (p *Pilot) taskEnv(m *module, slot int, dir string, t *api.LeasedTask, secr
 		add("BATCH_FILE", filepath.Join(dir, "input-messages.txt"))
 	}
 	// The module's own environments win over everything the platform sets.
-	return append(env, m.spec.Environments...)
+	return dedupEnv(append(env, m.spec.Environments...))
+}
+
+// dedupEnv keeps one entry per variable, the last one set, in the place
+// of its first: a shell takes the last of duplicate variables, but a
+// program exec'd directly reads the first (getenv), which would be the
+// pilot's own SCALEBOX_BROKER, PATH, … instead of the task's.
+func dedupEnv(env []string) []string {
+	at := make(map[string]int, len(env))
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		if i, ok := at[k]; ok {
+			out[i] = kv
+			continue
+		}
+		at[k] = len(out)
+		out = append(out, kv)
+	}
+	return out
 }

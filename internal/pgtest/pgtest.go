@@ -7,10 +7,14 @@
 // named database on that server and drops it when the test ends, so tests
 // can run in parallel without seeing each other's rows.
 //
-// A package that uses DSN must call Main from its TestMain so that the
-// server is stopped and its directory removed when the tests end:
+// A package that uses DSN should call Main from its TestMain so that the
+// server is stopped and its directory removed as soon as the tests end:
 //
 //	func TestMain(m *testing.M) { pgtest.Main(m) }
+//
+// Without it (or when the test binary is killed) the server still dies
+// with the test binary (SIGQUIT is its parent-death signal), and the next
+// run removes the directory left behind.
 //
 // Environment:
 //
@@ -36,6 +40,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -68,8 +73,7 @@ var ErrNoBinaries = errors.New("no PostgreSQL server binaries found (install pos
 	EnvDSN + " to a server's DSN, or " + EnvSkip + "=1 to skip)")
 
 var (
-	mainCalled atomic.Bool
-	dbCounter  atomic.Int64
+	dbCounter atomic.Int64
 
 	mu      sync.Mutex
 	current *server // nil until started
@@ -89,7 +93,6 @@ type server struct {
 // server (if one was started) and removes its directory. Call it from
 // TestMain.
 func Main(m *testing.M) {
-	mainCalled.Store(true)
 	code := m.Run()
 	if err := Stop(); err != nil {
 		fmt.Fprintf(os.Stderr, "pgtest: %v\n", err)
@@ -174,12 +177,7 @@ func get() (*server, error) {
 	if dsn := os.Getenv(EnvDSN); dsn != "" {
 		srv, err = external(ctx, dsn)
 	} else {
-		if !mainCalled.Load() {
-			// Without Main nobody stops the server or removes its directory.
-			err = errors.New("call pgtest.Main(m) from TestMain before using pgtest.DSN")
-		} else {
-			srv, err = startPrivate(ctx)
-		}
+		srv, err = startPrivate(ctx)
 	}
 	if err != nil {
 		failed = err
@@ -500,15 +498,25 @@ func (p *private) start(ctx context.Context, bindir string, cred *syscall.Creden
 	cmd.Dir = p.dir
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGQUIT, Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start postgres: %w", err)
-	}
-	p.cmd = cmd
-	p.exited = make(chan struct{})
+	// Linux sends the parent-death signal when the thread that forked the
+	// child exits, not the process: start and wait on a thread of its own
+	// that lives exactly as long as the server.
+	p.cmd, p.exited = nil, make(chan struct{})
+	started := make(chan error, 1)
 	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
 		p.err = cmd.Wait()
 		close(p.exited)
 	}()
+	if err := <-started; err != nil {
+		return nil, fmt.Errorf("start postgres: %w", err)
+	}
+	p.cmd = cmd
 
 	base := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)
 	if err := p.waitReady(ctx, base); err != nil {

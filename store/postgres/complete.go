@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"crypto/md5"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -15,12 +16,13 @@ import (
 // lockedTask is the state of a task being completed, as the transaction
 // sees and changes it.
 type lockedTask struct {
+	id              int64
+	key             taskKey // (module, md5(body)), as the unique index
 	appID, moduleID int64
 	status, attempt int
 	appF, infraF    int
 	pilot           int64
 	created, leased pgtype.Timestamptz
-	applied         bool // an update is pending
 }
 
 // TaskComplete applies results in one transaction: every completion whose
@@ -62,94 +64,19 @@ func (s *Store) TaskComplete(ctx context.Context, p store.TaskCompleteParams) ([
 		if err != nil {
 			return err
 		}
-		var att attemptCols
-		var msgs []newTask
-		var msgOwner []int
+		if !overwrite || !orderMatters(p.Completions, tasks) {
+			return completeSet(ctx, tx, p.Completions, res, tasks, policy, overwrite, t)
+		}
+		// A message overwrites a task that a later completion of this call
+		// completes: apply the completions one at a time, each seeing the
+		// effects of the ones before.
 		for i := range p.Completions {
-			c := &p.Completions[i]
-			task := tasks[c.TaskID]
-			if task == nil {
-				continue // no such task: nothing to record it against
-			}
-			rec := c.Record
-			rec.TaskID, rec.AppID, rec.ModuleID, rec.Attempt, rec.PilotID = c.TaskID, task.appID, task.moduleID, c.Attempt, c.PilotID
-			rec.Code, rec.CreatedAt, rec.RecordedAt = c.Code, tv(task.created), t
-			rec.LeasedAt = time.Time{}
-			if task.attempt == c.Attempt {
-				rec.LeasedAt = tv(task.leased)
-			}
-			current := (task.status == store.StatusQueued || task.status == store.StatusRunning) &&
-				task.attempt == c.Attempt && task.pilot == c.PilotID
-			if !current {
-				rec.Kind = store.KindFenced
-				if err := att.add(&rec); err != nil {
-					return fmt.Errorf("completion %d: %w", i, err)
-				}
-				res[i] = store.CompleteResult{Status: task.status}
-				continue
-			}
-			kind := c.Kind
-			if kind == "" {
-				kind = store.KindApp
-			}
-			rec.Kind = kind
-			next := normalizeNext(policy.Next(task.moduleID, c.Code, kind, task.appF, task.infraF))
-			switch {
-			case kind == store.KindInfra:
-				task.infraF++
-			case c.Code != store.StatusOK:
-				task.appF++
-			}
-			task.status, task.pilot, task.applied = next, 0, true
-			if err := att.add(&rec); err != nil {
-				return fmt.Errorf("completion %d: %w", i, err)
-			}
-			res[i] = store.CompleteResult{Applied: true, Status: next}
-			for _, m := range c.Messages {
-				msgs = append(msgs, newTask{appID: task.appID, TaskInput: m})
-				msgOwner = append(msgOwner, i)
-			}
-		}
-
-		// Task updates and attempt rows in one round trip.
-		b := &pgx.Batch{}
-		var upIDs []int64
-		var upStatus, upAppF, upInfraF []int32
-		for id, task := range tasks {
-			if task.applied {
-				upIDs = append(upIDs, id)
-				upStatus = append(upStatus, int32(task.status))
-				upAppF = append(upAppF, int32(task.appF))
-				upInfraF = append(upInfraF, int32(task.infraF))
-			}
-		}
-		if len(upIDs) > 0 {
-			b.Queue(`
-				UPDATE tasks t SET status = u.status, app_failures = u.app_f, infra_failures = u.infra_f,
-					pilot_id = NULL, lease_expires = NULL, updated_at = $1
-				FROM unnest($2::bigint[], $3::int[], $4::int[], $5::int[]) AS u(id, status, app_f, infra_f)
-				WHERE t.id = u.id`, t, upIDs, upStatus, upAppF, upInfraF)
-		}
-		att.queue(b)
-		if b.Len() > 0 {
-			if err := tx.SendBatch(ctx, b).Close(); err != nil {
-				return err
-			}
-		}
-
-		// Emitted messages, after the updates: an OVERWRITE of a task
-		// completed here sees it final.
-		if len(msgs) > 0 {
-			added, err := addTasks(ctx, tx, msgs, overwrite, t)
+			one, err := lockTasks(ctx, tx, ids[i:i+1])
 			if err != nil {
 				return err
 			}
-			for j, a := range added {
-				if a.inserted {
-					res[msgOwner[j]].Emitted++
-				} else {
-					res[msgOwner[j]].Duplicates++
-				}
+			if err := completeSet(ctx, tx, p.Completions[i:i+1], res[i:i+1], one, policy, overwrite, t); err != nil {
+				return err
 			}
 		}
 		return nil
@@ -160,11 +87,127 @@ func (s *Store) TaskComplete(ctx context.Context, p store.TaskCompleteParams) ([
 	return res, nil
 }
 
+// orderMatters reports whether applying cs as a set (all task updates,
+// then all messages) could differ from applying them one by one: some
+// completion emits a message with the (module, body) of a task that a
+// later completion completes. Only OVERWRITE makes messages change
+// existing tasks, so only then is this asked.
+func orderMatters(cs []store.Completion, tasks map[int64]*lockedTask) bool {
+	last := map[taskKey]int{} // task key -> index of the last completion of that task
+	for i := range cs {
+		if task := tasks[cs[i].TaskID]; task != nil {
+			last[task.key] = i
+		}
+	}
+	for i := range cs {
+		for _, m := range cs[i].Messages {
+			if j, ok := last[taskKey{m.ModuleID, md5.Sum([]byte(m.Body))}]; ok && j > i {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// completeSet applies completions as a set within tx; tasks holds the
+// locked state of their tasks and is updated in place.
+func completeSet(ctx context.Context, tx pgx.Tx, cs []store.Completion, res []store.CompleteResult,
+	tasks map[int64]*lockedTask, policy store.RetryPolicy, overwrite bool, t time.Time) error {
+	var att attemptCols
+	var msgs []newTask
+	var msgOwner []int
+	var applied []*lockedTask
+	for i := range cs {
+		c := &cs[i]
+		task := tasks[c.TaskID]
+		if task == nil {
+			continue // no such task: nothing to record it against
+		}
+		rec := c.Record
+		rec.TaskID, rec.AppID, rec.ModuleID, rec.Attempt, rec.PilotID = c.TaskID, task.appID, task.moduleID, c.Attempt, c.PilotID
+		rec.Code, rec.CreatedAt, rec.RecordedAt = c.Code, tv(task.created), t
+		rec.LeasedAt = time.Time{}
+		if task.attempt == c.Attempt {
+			rec.LeasedAt = tv(task.leased)
+		}
+		current := (task.status == store.StatusQueued || task.status == store.StatusRunning) &&
+			task.attempt == c.Attempt && task.pilot == c.PilotID
+		if !current {
+			rec.Kind = store.KindFenced
+			if err := att.add(&rec); err != nil {
+				return fmt.Errorf("completion %d: %w", i, err)
+			}
+			res[i] = store.CompleteResult{Status: task.status}
+			continue
+		}
+		kind := c.Kind
+		if kind == "" {
+			kind = store.KindApp
+		}
+		rec.Kind = kind
+		next := normalizeNext(policy.Next(task.moduleID, c.Code, kind, task.appF, task.infraF))
+		switch {
+		case kind == store.KindInfra:
+			task.infraF++
+		case c.Code != store.StatusOK:
+			task.appF++
+		}
+		task.status, task.pilot = next, 0
+		applied = append(applied, task)
+		if err := att.add(&rec); err != nil {
+			return fmt.Errorf("completion %d: %w", i, err)
+		}
+		res[i] = store.CompleteResult{Applied: true, Status: next}
+		for _, m := range c.Messages {
+			msgs = append(msgs, newTask{appID: task.appID, TaskInput: m})
+			msgOwner = append(msgOwner, i)
+		}
+	}
+
+	// Task updates and attempt rows in one round trip.
+	b := &pgx.Batch{}
+	if len(applied) > 0 {
+		upIDs := make([]int64, len(applied))
+		upStatus, upAppF, upInfraF := make([]int32, len(applied)), make([]int32, len(applied)), make([]int32, len(applied))
+		for k, task := range applied {
+			upIDs[k], upStatus[k], upAppF[k], upInfraF[k] = task.id, int32(task.status), int32(task.appF), int32(task.infraF)
+		}
+		b.Queue(`
+			UPDATE tasks t SET status = u.status, app_failures = u.app_f, infra_failures = u.infra_f,
+				pilot_id = NULL, lease_expires = NULL, updated_at = $1
+			FROM unnest($2::bigint[], $3::int[], $4::int[], $5::int[]) AS u(id, status, app_f, infra_f)
+			WHERE t.id = u.id`, t, upIDs, upStatus, upAppF, upInfraF)
+	}
+	att.queue(b)
+	if b.Len() > 0 {
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return err
+		}
+	}
+
+	// Emitted messages, after the updates: an OVERWRITE of a task
+	// completed here sees it final.
+	if len(msgs) > 0 {
+		added, err := addTasks(ctx, tx, msgs, overwrite, addSafe, t)
+		if err != nil {
+			return err
+		}
+		for j, a := range added {
+			if a.inserted {
+				res[msgOwner[j]].Emitted++
+			} else {
+				res[msgOwner[j]].Duplicates++
+			}
+		}
+	}
+	return nil
+}
+
 // lockTasks locks the tasks with the given ids, in id order, and returns
 // their state.
 func lockTasks(ctx context.Context, tx pgx.Tx, ids []int64) (map[int64]*lockedTask, error) {
 	rows, err := tx.Query(ctx, `
-		SELECT id, app_id, module_id, status, attempt, COALESCE(pilot_id, 0), app_failures, infra_failures, created_at, leased_at
+		SELECT id, module_id, md5(body)::uuid, app_id, status, attempt, COALESCE(pilot_id, 0), app_failures, infra_failures, created_at, leased_at
 		FROM tasks WHERE id = ANY($1) ORDER BY id FOR UPDATE`, ids)
 	if err != nil {
 		return nil, fmt.Errorf("lock tasks: %w", err)
@@ -172,12 +215,13 @@ func lockTasks(ctx context.Context, tx pgx.Tx, ids []int64) (map[int64]*lockedTa
 	defer rows.Close()
 	tasks := make(map[int64]*lockedTask, len(ids))
 	for rows.Next() {
-		var id int64
 		var lt lockedTask
-		if err := rows.Scan(&id, &lt.appID, &lt.moduleID, &lt.status, &lt.attempt, &lt.pilot, &lt.appF, &lt.infraF, &lt.created, &lt.leased); err != nil {
+		if err := rows.Scan(&lt.id, &lt.key.module, &lt.key.sum, &lt.appID, &lt.status, &lt.attempt, &lt.pilot,
+			&lt.appF, &lt.infraF, &lt.created, &lt.leased); err != nil {
 			return nil, fmt.Errorf("lock tasks: %w", err)
 		}
-		tasks[id] = &lt
+		lt.moduleID = lt.key.module
+		tasks[lt.id] = &lt
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("lock tasks: %w", err)

@@ -13,7 +13,7 @@ import (
 )
 
 // leaseSQL leases READY tasks. For every requested module and every host
-// name ('' = unbound tasks) it locks up to n of the oldest READY rows with
+// name (the empty name: unbound tasks) it locks up to n of the oldest READY rows with
 // SKIP LOCKED, each scan an ordered range of the tasks_ready index; of
 // those it takes the n oldest per module and updates them. Rows locked but
 // not taken (a pilot with tasks bound to its host and unbound ones) stay
@@ -61,7 +61,8 @@ func (s *Store) TaskLease(ctx context.Context, p store.TaskLeaseParams) ([]*stor
 		if _, ok := want[m.ModuleID]; !ok {
 			mods = append(mods, m.ModuleID)
 		}
-		want[m.ModuleID] = min(want[m.ModuleID]+int64(m.Max), math.MaxInt32)
+		// Capped before and after adding, so the sum cannot overflow.
+		want[m.ModuleID] = min(want[m.ModuleID]+min(int64(m.Max), math.MaxInt32), math.MaxInt32)
 	}
 	if len(mods) == 0 {
 		return nil, nil
@@ -143,10 +144,14 @@ func (s *Store) TaskHeartbeat(ctx context.Context, p store.TaskHeartbeatParams) 
 	}
 	t := now(p.Now)
 	b := &pgx.Batch{}
+	// The pilot's leases are locked in id order, as TaskComplete locks, so
+	// a heartbeat and a completion of the same pilot cannot deadlock.
 	b.Queue(`
 		UPDATE tasks t SET lease_expires = $3, updated_at = $2,
 			status = CASE WHEN (t.id, t.attempt) IN (SELECT * FROM unnest($4::bigint[], $5::int[])) THEN -3 ELSE t.status END
-		WHERE t.pilot_id = $1 AND t.status IN (-2, -3)
+		WHERE t.id = ANY (ARRAY(
+				SELECT id FROM tasks WHERE pilot_id = $1 AND status IN (-2, -3) ORDER BY id FOR UPDATE))
+			AND t.pilot_id = $1 AND t.status IN (-2, -3)
 		RETURNING t.id, t.attempt`, p.PilotID, t, ts(t.Add(p.TTL)), ids, attempts)
 	b.Queue(`UPDATE pilots SET last_seen = $2 WHERE id = $1`, p.PilotID, t)
 	br := s.pool.SendBatch(ctx, b)
@@ -199,11 +204,16 @@ func (s *Store) TaskRelease(ctx context.Context, p store.TaskReleaseParams) (int
 		return 0, fmt.Errorf("%s: %w", op, err)
 	}
 	t := now(p.Now)
+	// Locked in id order, as everywhere (see TaskHeartbeat).
 	tag, err := s.pool.Exec(ctx, `
 		WITH rel AS (
 			UPDATE tasks t SET status = -1, pilot_id = NULL, lease_expires = NULL, updated_at = $2
-			WHERE t.pilot_id = $1 AND t.status IN (-2, -3)
-				AND ($3 OR (t.id, t.attempt) IN (SELECT * FROM unnest($4::bigint[], $5::int[])))
+			WHERE t.id = ANY (ARRAY(
+					SELECT id FROM tasks r
+					WHERE r.pilot_id = $1 AND r.status IN (-2, -3)
+						AND ($3 OR (r.id, r.attempt) IN (SELECT * FROM unnest($4::bigint[], $5::int[])))
+					ORDER BY id FOR UPDATE))
+				AND t.pilot_id = $1 AND t.status IN (-2, -3)
 			RETURNING t.id, t.app_id, t.module_id, t.attempt, t.created_at, t.leased_at
 		)
 		INSERT INTO attempts (task_id, app_id, module_id, attempt, pilot_id, kind, exit_code, code, reason,

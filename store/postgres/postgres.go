@@ -1,21 +1,28 @@
 // Package postgres is the production store.Store, on PostgreSQL through
 // jackc/pgx v5 and a connection pool.
 //
-// Hot paths are set-based: TaskAdd inserts a whole batch with one
-// INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING against the
-// (module_id, md5(body)::uuid) unique index; TaskLease picks READY rows with
-// SELECT … FOR UPDATE SKIP LOCKED per (module, host) and updates them in the
-// same statement; TaskComplete locks the batch's rows, runs the retry
-// policy in Go and applies all updates, attempt rows and emitted messages
-// with array parameters in one transaction. No hot path makes a round trip
-// per row.
+// Hot paths are set-based, with array parameters and no round trip per row:
+//
+//   - TaskAdd inserts a batch with one INSERT … SELECT FROM unnest(…). The
+//     first try is a plain INSERT (all new tasks, the common case); a unique
+//     violation or a deadlock redoes the call with ON CONFLICT DO NOTHING
+//     against the (module_id, md5(body)::uuid) unique index, inserting in
+//     key order (ids still follow input order) so that concurrent adds of the
+//     same tasks cannot deadlock.
+//   - TaskLease locks the oldest READY rows per (module, host) with
+//     FOR UPDATE SKIP LOCKED and updates them in the same statement.
+//   - TaskComplete locks the batch's tasks, runs the retry policy in Go,
+//     then applies task updates and attempt rows in one round trip and the
+//     emitted messages like TaskAdd, all in one transaction.
 //
 // Open applies the embedded migrations (schema/postgres) in one
 // transaction under an advisory lock, so concurrent Opens are safe.
 //
 // Times are stored as timestamptz (microseconds): every time passed in is
 // truncated to microseconds, and times come back in UTC; zero times are
-// NULL.
+// NULL. Transactions that die in a deadlock or serialization failure are
+// retried a few times, so a RetryPolicy may be asked again about the same
+// attempt.
 package postgres
 
 import (
@@ -128,14 +135,6 @@ func (s *Store) migrate(ctx context.Context) error {
 		return fmt.Errorf("migrate postgres schema: %w", err)
 	}
 	return nil
-}
-
-// querier is what pgx.Tx and *pgxpool.Pool have in common.
-type querier interface {
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
 // inTx runs fn in a transaction, retrying a few times on deadlocks and

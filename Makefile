@@ -28,8 +28,10 @@ lint: ## go vet + staticcheck (installed on first use).
 	@command -v staticcheck >/dev/null || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	$$($(GO) env GOPATH)/bin/staticcheck $(PKGS)
 
-bench: ## Run the benchmarks (store lease+complete and add throughput on SQLite and PostgreSQL).
-	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 30m ./store/... | tee bench.out
+bench: ## Run the benchmarks (stores on SQLite and PostgreSQL, end to end with real processes); raw output in bench.out.
+	set -o pipefail; ( $(GO) test -run '^$$' -bench 'Store/LeaseComplete' -benchtime 200000x -timeout 30m ./store/sqlite ./store/postgres && \
+	  $(GO) test -run '^$$' -bench 'Store/AddBatch' -benchtime 1000000x -timeout 30m ./store/sqlite ./store/postgres && \
+	  $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./bench/ ) 2>&1 | tee bench.out
 
 demo: build ## Start a broker on the embedded SQLite store and drive it with the CLI.
 	scripts/demo.sh

@@ -161,8 +161,8 @@ modules:
 	require.Len(t, d.Attempts[0].UserTimes, 1)
 	require.Contains(t, d.Attempts[0].Stderr, "from_host=node-a")
 
-	// Work dirs are gone.
-	entries, _ := filepath.Glob(filepath.Join(e.dir, "scratch", "scalebox", "*", "attempt-*"))
+	// The pilot's scratch is gone with it.
+	entries, _ := filepath.Glob(filepath.Join(e.dir, "scratch", "scalebox", "*"))
 	require.Empty(t, entries)
 }
 

@@ -152,8 +152,12 @@ func (p *Pilot) execute(ctx context.Context, m *module, slot int, slotDir string
 		p.mu.Unlock()
 	}()
 
-	dir := filepath.Join(p.dir, fmt.Sprintf("attempt-%d-%d", t.TaskID, t.Attempt))
-	rec, res, files := p.runAttempt(actx, m, slot, slotDir, dir, batch, a)
+	// The slot's work dir is the attempt's WORK_DIR; it is emptied after
+	// every attempt (all but .scalebox/, Scalebox's per-slot state), which
+	// costs far less than a new directory per task on a slow file system.
+	dir := slotDir
+	defer p.clearWorkDir(dir, "")
+	rec, res, files := p.runAttempt(actx, m, slot, dir, batch, a)
 	rec.StartedAt = &started
 
 	cause := context.Cause(actx)
@@ -161,7 +165,6 @@ func (p *Pilot) execute(ctx context.Context, m *module, slot int, slotDir string
 	case errors.Is(cause, errStale):
 		// The lease is someone else's: a result would be fenced anyway.
 		p.log.Warn("attempt abandoned: lease lost", zap.Int64("task", t.TaskID), zap.Int("attempt", t.Attempt))
-		_ = os.RemoveAll(dir)
 		return
 	case cause != nil:
 		// The pilot is stopping (grace over, walltime): not the module's fault.
@@ -170,7 +173,6 @@ func (p *Pilot) execute(ctx context.Context, m *module, slot int, slotDir string
 			r := &api.Result{TaskID: bt.TaskID, Attempt: bt.Attempt, Code: codeTimeout, Infra: true, Record: *rec}
 			p.results <- r
 		}
-		_ = os.RemoveAll(dir)
 		return
 	}
 
@@ -211,12 +213,38 @@ func (p *Pilot) execute(ctx context.Context, m *module, slot int, slotDir string
 	} else {
 		p.stats.Failed.Add(int64(len(batch)))
 	}
-	if code == 0 || !p.cfg.Keep {
-		if err := os.RemoveAll(dir); err != nil {
-			p.log.Warn("remove work dir", zap.String("dir", dir), zap.Error(err))
+	if code != 0 && p.cfg.Keep {
+		keep := filepath.Join(p.dir, fmt.Sprintf("attempt-%d-%d", t.TaskID, t.Attempt))
+		p.clearWorkDir(dir, keep)
+		p.log.Info("kept work dir of failed attempt", zap.String("dir", keep))
+	}
+}
+
+// clearWorkDir empties a slot's work dir except .scalebox/; with keepAs,
+// the entries are moved there instead of removed (--keep-failed).
+func (p *Pilot) clearWorkDir(dir, keepAs string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		p.log.Warn("read work dir", zap.String("dir", dir), zap.Error(err))
+		return
+	}
+	if keepAs != "" {
+		if err := os.MkdirAll(keepAs, 0o755); err != nil {
+			p.log.Warn("keep work dir", zap.String("dir", keepAs), zap.Error(err))
+			keepAs = ""
 		}
-	} else {
-		p.log.Info("kept work dir of failed attempt", zap.String("dir", dir))
+	}
+	for _, e := range entries {
+		if e.Name() == ".scalebox" {
+			continue
+		}
+		path := filepath.Join(dir, e.Name())
+		if keepAs != "" && os.Rename(path, filepath.Join(keepAs, e.Name())) == nil {
+			continue
+		}
+		if err := os.RemoveAll(path); err != nil {
+			p.log.Warn("clear work dir", zap.String("path", path), zap.Error(err))
+		}
 	}
 }
 
@@ -229,18 +257,12 @@ func setDefault(h map[string]string, k, v string) {
 // runAttempt prepares the work dir, runs the program and collects the
 // interface files. It returns the attempt record, the exit code and the
 // collected files (nil if the program did not run).
-func (p *Pilot) runAttempt(ctx context.Context, m *module, slot int, slotDir, dir string, batch []*api.LeasedTask, a *attempt) (*api.Attempt, int, *workdir.Files) {
+func (p *Pilot) runAttempt(ctx context.Context, m *module, slot int, dir string, batch []*api.LeasedTask, a *attempt) (*api.Attempt, int, *workdir.Files) {
 	t := batch[0]
 	rec := &api.Attempt{Host: p.cfg.Host, Slot: strconv.Itoa(slot), ExitCode: -1, Extra: map[string]any{"runtime": p.cfg.Runtime.Name()}}
 	fail := func(code int, msg string) (*api.Attempt, int, *workdir.Files) {
 		rec.Reason, rec.Stderr = msg, msg
 		return rec, code, nil
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fail(codeNoProgram, "create work dir: "+err.Error())
-	}
-	if err := os.Symlink(filepath.Join(slotDir, ".scalebox"), filepath.Join(dir, ".scalebox")); err != nil {
-		p.log.Warn("link slot state dir", zap.Error(err))
 	}
 	if m.spec.TaskBatchSize > 1 {
 		bts := make([]workdir.BatchTask, len(batch))

@@ -19,7 +19,7 @@ func leaseSQL(nHosts int) string {
 	var b strings.Builder
 	b.WriteString(`UPDATE tasks SET status = -2, attempt = attempt + 1, pilot_id = ?1, leased_at = ?2,
 lease_expires = ?3, updated_at = ?2 WHERE id IN (`)
-	const pick = `SELECT id FROM tasks WHERE status = -1 AND module_id = ?4 AND to_host = %s ORDER BY id LIMIT ?5`
+	const pick = `SELECT id FROM tasks WHERE status = -1 AND module_id = ?4 AND to_host = %s ORDER BY id LIMIT CAST(?5 AS INTEGER)`
 	if nHosts == 0 {
 		fmt.Fprintf(&b, pick, "''")
 	} else {
@@ -27,7 +27,7 @@ lease_expires = ?3, updated_at = ?2 WHERE id IN (`)
 		for i := range nHosts {
 			fmt.Fprintf(&b, " UNION ALL SELECT id FROM ("+pick+")", "?"+strconv.Itoa(6+i))
 		}
-		b.WriteString(` ORDER BY 1 LIMIT ?5`)
+		b.WriteString(` ORDER BY 1 LIMIT CAST(?5 AS INTEGER)`)
 	}
 	b.WriteString(`) RETURNING id, app_id, module_id, body, headers, attempt, created_at`)
 	return b.String()

@@ -55,3 +55,25 @@ func Migrations(dialect string) ([]Migration, error) {
 	}
 	return out, nil
 }
+
+// Pending returns the migrations of all that are not in applied, in order.
+// A database with an applied version newer than every migration here was
+// migrated by a newer program: that is an error, not something to ignore.
+func Pending(all []Migration, applied []int) ([]Migration, error) {
+	done := make(map[int]bool, len(applied))
+	latest := 0
+	for _, v := range applied {
+		done[v] = true
+		latest = max(latest, v)
+	}
+	if len(all) > 0 && latest > all[len(all)-1].Version {
+		return nil, fmt.Errorf("database schema version %d is newer than this program's %d", latest, all[len(all)-1].Version)
+	}
+	var out []Migration
+	for _, m := range all {
+		if !done[m.Version] {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}

@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
@@ -97,18 +98,8 @@ func (s *Store) TaskLease(ctx context.Context, p store.TaskLeaseParams) ([]*stor
 	if err := rows.Err(); err != nil {
 		return nil, dbErr(fmt.Sprintf("lease tasks to pilot %d", p.PilotID), err)
 	}
-	slices.SortFunc(out, func(a, b *store.Lease) int { return compareInt64(a.TaskID, b.TaskID) })
+	slices.SortFunc(out, func(a, b *store.Lease) int { return cmp.Compare(a.TaskID, b.TaskID) })
 	return out, nil
-}
-
-func compareInt64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // attemptPairs splits attempts into id and attempt arrays.
@@ -300,7 +291,7 @@ func (s *Store) TaskExpireLeases(ctx context.Context, p store.TaskExpireParams) 
 	if err != nil {
 		return nil, dbErr("expire leases", err)
 	}
-	slices.SortFunc(out, func(a, b *store.Task) int { return compareInt64(a.ID, b.ID) })
+	slices.SortFunc(out, func(a, b *store.Task) int { return cmp.Compare(a.ID, b.ID) })
 	return out, nil
 }
 

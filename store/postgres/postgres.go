@@ -96,31 +96,19 @@ func (s *Store) migrate(ctx context.Context) error {
 			applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
 			return fmt.Errorf("create schema_migrations: %w", err)
 		}
-		applied := map[int]bool{}
 		rows, err := tx.Query(ctx, "SELECT version FROM schema_migrations")
 		if err != nil {
 			return fmt.Errorf("read schema_migrations: %w", err)
 		}
-		latest := 0
-		for rows.Next() {
-			var v int
-			if err := rows.Scan(&v); err != nil {
-				rows.Close()
-				return fmt.Errorf("read schema_migrations: %w", err)
-			}
-			applied[v] = true
-			latest = max(latest, v)
-		}
-		if err := rows.Err(); err != nil {
+		applied, err := pgx.CollectRows(rows, pgx.RowTo[int])
+		if err != nil {
 			return fmt.Errorf("read schema_migrations: %w", err)
 		}
-		if len(migs) > 0 && latest > migs[len(migs)-1].Version {
-			return fmt.Errorf("database schema version %d is newer than this program's %d", latest, migs[len(migs)-1].Version)
+		pending, err := schema.Pending(migs, applied)
+		if err != nil {
+			return err
 		}
-		for _, m := range migs {
-			if applied[m.Version] {
-				continue
-			}
+		for _, m := range pending {
 			// No arguments: simple protocol, so a file may hold many statements.
 			if _, err := tx.Exec(ctx, m.SQL); err != nil {
 				return fmt.Errorf("apply migration %03d_%s: %w", m.Version, m.Name, err)

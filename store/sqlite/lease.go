@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
@@ -85,7 +86,7 @@ func (s *Store) TaskLease(ctx context.Context, p store.TaskLeaseParams) ([]*stor
 				return err
 			}
 			// RETURNING order is unspecified: oldest first within a module.
-			slices.SortFunc(out[start:], func(a, b *store.Lease) int { return cmpInt64(a.TaskID, b.TaskID) })
+			slices.SortFunc(out[start:], func(a, b *store.Lease) int { return cmp.Compare(a.TaskID, b.TaskID) })
 		}
 		return nil
 	})
@@ -93,16 +94,6 @@ func (s *Store) TaskLease(ctx context.Context, p store.TaskLeaseParams) ([]*stor
 		return nil, fmt.Errorf("lease tasks to pilot %d: %w", p.PilotID, err)
 	}
 	return out, nil
-}
-
-func cmpInt64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // TaskHeartbeat implements store.Tasks.

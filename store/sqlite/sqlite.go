@@ -165,31 +165,27 @@ func (s *Store) migrate(ctx context.Context) error {
 )`); err != nil {
 			return fmt.Errorf("create schema_migrations: %w", err)
 		}
-		applied := map[int]bool{}
 		rows, err := tx.QueryContext(ctx, `SELECT version FROM schema_migrations`)
 		if err != nil {
 			return fmt.Errorf("read schema_migrations: %w", err)
 		}
-		latest := 0
+		var applied []int
 		for rows.Next() {
 			var v int
 			if err := rows.Scan(&v); err != nil {
 				_ = rows.Close()
 				return fmt.Errorf("read schema_migrations: %w", err)
 			}
-			applied[v] = true
-			latest = max(latest, v)
+			applied = append(applied, v)
 		}
 		if err := rows.Close(); err != nil {
 			return fmt.Errorf("read schema_migrations: %w", err)
 		}
-		if len(ms) > 0 && latest > ms[len(ms)-1].Version {
-			return fmt.Errorf("database schema version %d is newer than this binary's %d", latest, ms[len(ms)-1].Version)
+		pending, err := schema.Pending(ms, applied)
+		if err != nil {
+			return err
 		}
-		for _, m := range ms {
-			if applied[m.Version] {
-				continue
-			}
+		for _, m := range pending {
 			if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
 				return fmt.Errorf("apply migration %03d_%s: %w", m.Version, m.Name, err)
 			}

@@ -215,16 +215,14 @@ func (b *Broker) slotRequests(ctx context.Context, ps *pilotState, r *api.LeaseR
 	return out, ids, nil
 }
 
-// capTotal spreads a total budget over modules (any-module pilots): each
-// module may yield up to max, but the store leases module by module, so
-// cap the sum by giving the first modules the budget.
+// capTotal spreads a pilot's total budget over the modules it may take
+// work from (a request without slots), so that it never gets more than max
+// tasks in all: an equal share each, at least one (with more modules than
+// max, each may still yield one).
 func capTotal(reqs []store.ModuleLease, max int) []store.ModuleLease {
 	if len(reqs) <= 1 {
 		return reqs
 	}
-	// Leasing max from each module could over-lease by a factor of the
-	// number of modules; keep it simple and fair enough: one share each,
-	// at least one.
 	share := max / len(reqs)
 	if share < 1 {
 		share = 1

@@ -149,6 +149,8 @@ type module struct {
 	slots int
 	queue chan *api.LeasedTask
 	wake  chan struct{} // a slot of this module was freed
+
+	runtimes runtimes // recent task durations, for walltime-aware leasing
 }
 
 // attempt is a task running on this pilot.
@@ -506,7 +508,7 @@ func (p *Pilot) leaseRequest(m *module) *api.LeaseRequest {
 		prefetch = max(prefetch, b*m.slots)
 	}
 	room := p.free[m.id] + prefetch - p.queued[m.id]
-	if room <= 0 {
+	if room <= 0 || !p.fitsBeforeDeadline(m) {
 		return nil
 	}
 	return &api.LeaseRequest{Slots: []api.SlotRequest{{ModuleID: m.id, Max: room}}, Hosts: p.hosts, WaitSeconds: wait}

@@ -304,6 +304,7 @@ func (p *Pilot) runAttempt(ctx context.Context, m *module, slot int, dir string,
 	if !res.Start.IsZero() {
 		s, e := res.Start, res.End
 		rec.ProgramStart, rec.ProgramEnd = &s, &e
+		m.runtimes.add(e.Sub(s))
 	}
 	if res.TimedOut {
 		rec.Reason = fmt.Sprintf("killed after task_max_seconds=%d", m.spec.TaskMaxSeconds)

@@ -21,6 +21,8 @@ type PilotRunCmd struct {
 	MaxIdle    time.Duration `name:"max-idle" default:"0s" help:"Exit after this long with nothing to do (0: never)."`
 	Grace      time.Duration `default:"30s" help:"On SIGTERM/SIGINT, how long running tasks may finish before they are stopped and handed back."`
 	Prefetch   int           `help:"Tasks leased ahead per module beyond the free slots (default: the module's slots)."`
+	Walltime   time.Duration `help:"Time this pilot may run (default: the Slurm/PBS job's own end, when inside one). It leases only tasks that can finish before it and drains --grace before it."`
+	JobID      string        `name:"job-id" help:"Batch job id to report (default: detected from SLURM_*/PBS_*)."`
 	LogLevel   string        `default:"info" help:"debug, info, warn or error."`
 }
 
@@ -60,6 +62,22 @@ func (c *PilotRunCmd) Run(e *Env, g *Globals) error {
 		Broker: g.Broker, Token: e.Client.Token(), Site: c.Site, Host: c.Host, AppID: c.AppID, Slots: slots,
 		Scratch: c.Scratch, Keep: c.KeepFailed, MaxIdle: c.MaxIdle, Grace: c.Grace, Prefetch: c.Prefetch,
 		Log: log.Named("pilot"),
+	}
+	if c.Walltime > 0 {
+		cfg.Deadline = time.Now().Add(c.Walltime)
+	}
+	cfg.JobID = c.JobID
+	if alloc, ok, err := pilot.DetectAllocation(e.Ctx); ok {
+		if cfg.JobID == "" {
+			cfg.JobID = string(alloc.JobID) // array tasks' ids name their index
+
+		}
+		if cfg.Deadline.IsZero() && !alloc.End.IsZero() {
+			cfg.Deadline = alloc.End
+		}
+		if err != nil {
+			log.Warn("batch job detected, but not its walltime: " + err.Error())
+		}
 	}
 	stats, err := pilot.Run(e.Ctx, cfg)
 	if err != nil {

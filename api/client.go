@@ -252,6 +252,12 @@ func (c *Client) SitePut(ctx context.Context, s *Site) (*Site, error) {
 	return &out, c.Do(ctx, http.MethodPut, "/sites/"+url.PathEscape(s.Name), s, &out)
 }
 
+// SiteGet shows one site.
+func (c *Client) SiteGet(ctx context.Context, name string) (*Site, error) {
+	var out Site
+	return &out, c.Do(ctx, http.MethodGet, "/sites/"+url.PathEscape(name), nil, &out)
+}
+
 // SiteList lists sites.
 func (c *Client) SiteList(ctx context.Context) ([]Site, error) {
 	var out []Site

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/scalebox-hpc/scalebox/api"
+	"github.com/scalebox-hpc/scalebox/site"
 	"github.com/scalebox-hpc/scalebox/store"
 )
 
@@ -229,6 +230,15 @@ func (b *Broker) PutSite(ctx context.Context, name string, s *api.Site) (*api.Si
 	}
 	if !json.Valid(spec) {
 		return nil, errorf(api.CodeBadRequest, "spec", "site spec is not valid JSON")
+	}
+	if string(spec) != "{}" {
+		sp, err := site.Parse("spec", spec)
+		if err != nil {
+			return nil, errorf(api.CodeBadRequest, "spec", err.Error())
+		}
+		if sp.Name != name || sp.Kind != kind {
+			return nil, errorf(api.CodeBadRequest, "spec", fmt.Sprintf("spec names site %q of kind %q; the request says %q, %q", sp.Name, sp.Kind, name, kind))
+		}
 	}
 	now := b.now()
 	if err := b.store.SitePut(ctx, &store.Site{Name: name, Kind: kind, Spec: spec, CreatedAt: now, UpdatedAt: now}); err != nil {

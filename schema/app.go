@@ -15,3 +15,12 @@ func AppSchema() []byte {
 	copy(out, appSchema)
 	return out
 }
+
+//go:embed site.schema.json
+var siteSchema []byte
+
+// SiteSchemaURL is the $id of the site definition's JSON Schema.
+const SiteSchemaURL = "https://github.com/scalebox-hpc/scalebox/schema/site.schema.json"
+
+// SiteSchema returns the JSON Schema of site definitions (a copy).
+func SiteSchema() []byte { return append([]byte(nil), siteSchema...) }

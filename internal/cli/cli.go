@@ -115,7 +115,8 @@ type CLI struct {
 	Task      TaskCmd      `cmd:"" help:"Add and inspect tasks."`
 	Semaphore SemaphoreCmd `cmd:"" help:"App-scoped counters."`
 	Variable  VariableCmd  `cmd:"" help:"App-scoped key/values."`
-	Pilot     PilotCmd     `cmd:"" help:"Inspect and drain pilots."`
+	Pilot     PilotCmd     `cmd:"" help:"Run, inspect and drain pilots; print their batch scripts."`
+	Site      SiteCmd      `cmd:"" help:"Sites: where pilots run (Slurm partitions, PBS queues, this host)."`
 	Token     TokenCmd     `cmd:"" help:"Create API tokens (admin)."`
 	Version   VersionCmd   `cmd:"" help:"Print the version."`
 }

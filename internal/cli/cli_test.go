@@ -191,3 +191,26 @@ func TestErrorsAndExitCodes(t *testing.T) {
 	code = cli.Main(context.Background(), []string{"--broker", "http://127.0.0.1:1", "--token", "x", "app", "list"}, &out, &errb)
 	require.Equal(t, cli.ExitError, code)
 }
+
+func TestSitesAndPilotScript(t *testing.T) {
+	c := newCLI(t, true)
+	code, out, errs := c.run("site", "put", "../../examples/sites/hpc-slurm.yaml")
+	require.Equal(t, 0, code, errs)
+	require.Contains(t, out, "site hpc-slurm (slurm) registered")
+	code, _, errs = c.run("site", "put", "../../examples/sites/hpc-pbs.yaml")
+	require.Equal(t, 0, code, errs)
+	code, out, _ = c.run("site", "list")
+	require.Equal(t, 0, code)
+	require.Contains(t, out, "hpc-pbs")
+	require.Contains(t, out, "workq")
+	code, out, _ = c.run("pilot", "script", "--site", "hpc-pbs", "--app-id", "4", "--count", "3")
+	require.Equal(t, 0, code)
+	require.Contains(t, out, "#PBS -J 0-2")
+	require.Contains(t, out, "--app-id")
+	bad := c.write("bad-site.yaml", "name: x\nkind: slurm\nbroker: http://b\npilot:\n  corez: 3\n")
+	code, _, errs = c.run("site", "put", bad)
+	require.Equal(t, cli.ExitInvalid, code)
+	require.Contains(t, errs, "bad-site.yaml:4")
+	code, _, _ = c.run("site", "show", "nope")
+	require.Equal(t, cli.ExitNotFound, code)
+}

@@ -270,9 +270,10 @@ func (c *VarListCmd) Run(e *Env) error {
 
 // PilotCmd groups pilot commands.
 type PilotCmd struct {
-	Run   PilotRunCmd   `cmd:"" help:"Run a pilot: lease and run tasks of an app's modules on this machine."`
-	List  PilotListCmd  `cmd:"" help:"List pilots."`
-	Drain PilotDrainCmd `cmd:"" help:"Ask a pilot to take no more work."`
+	Run    PilotRunCmd    `cmd:"" help:"Run a pilot: lease and run tasks of an app's modules on this machine."`
+	Script PilotScriptCmd `cmd:"" help:"Print a site's pilot batch script, ready for sbatch or qsub."`
+	List   PilotListCmd   `cmd:"" help:"List pilots."`
+	Drain  PilotDrainCmd  `cmd:"" help:"Ask a pilot to take no more work."`
 }
 
 // PilotListCmd lists pilots.

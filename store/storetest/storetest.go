@@ -26,7 +26,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
 	"testing"
 	"time"
@@ -239,13 +238,6 @@ func taskIDs(ts []*store.Task) []int64 {
 		ids[i] = t.ID
 	}
 	return ids
-}
-
-// sortedIDs returns a sorted copy.
-func sortedIDs(ids []int64) []int64 {
-	out := slices.Clone(ids)
-	slices.Sort(out)
-	return out
 }
 
 // bodies makes n distinct bodies with a prefix.

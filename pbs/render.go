@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -12,8 +11,6 @@ import (
 
 	"github.com/scalebox-hpc/scalebox/batch"
 )
-
-var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // Render implements batch.Scheduler: a bash script with #PBS directives,
 // exports and the command (every word shell-quoted, exec'd so that PBS's
@@ -113,7 +110,7 @@ func (s *Scheduler) Render(w io.Writer, spec *batch.JobSpec) error {
 		d("%s", strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(x), "#PBS")))
 	}
 	if spec.QOS != "" {
-		fmt.Fprintf(b, "# qos %s: PBS has no QOS, ignored\n", shellQuote(spec.QOS))
+		fmt.Fprintf(b, "# qos %s: PBS has no QOS, ignored\n", batch.ShellQuote(spec.QOS))
 	}
 	if spec.SignalMargin > 0 {
 		fmt.Fprintf(b, "# signal margin %s: PBS sends no signal before the walltime; the pilot drains from the walltime end it reads with qstat\n", spec.SignalMargin)
@@ -121,23 +118,23 @@ func (s *Scheduler) Render(w io.Writer, spec *batch.JobSpec) error {
 	b.WriteString("\n")
 	keys := make([]string, 0, len(spec.Env))
 	for k := range spec.Env {
-		if !envName.MatchString(k) {
+		if !batch.IsEnvName(k) {
 			return fmt.Errorf("pbs: invalid environment variable name %q", k)
 		}
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		fmt.Fprintf(b, "export %s=%s\n", k, shellQuote(spec.Env[k]))
+		fmt.Fprintf(b, "export %s=%s\n", k, batch.ShellQuote(spec.Env[k]))
 	}
 	if spec.WorkDir != "" {
-		fmt.Fprintf(b, "cd %s || exit 1\n", shellQuote(spec.WorkDir))
+		fmt.Fprintf(b, "cd %s || exit 1\n", batch.ShellQuote(spec.WorkDir))
 	} else {
 		b.WriteString("cd \"${PBS_O_WORKDIR:-.}\" || exit 1\n")
 	}
 	words := make([]string, len(spec.Command))
 	for i, c := range spec.Command {
-		words[i] = shellQuote(c)
+		words[i] = batch.ShellQuote(c)
 	}
 	fmt.Fprintf(b, "exec %s\n", strings.Join(words, " "))
 	return b.Flush()
@@ -181,12 +178,4 @@ func ParseWalltime(s string) (time.Duration, error) {
 		return 0, fmt.Errorf("bad walltime %q", s)
 	}
 	return time.Duration(secs * float64(time.Second)), nil
-}
-
-// shellQuote quotes s for a POSIX shell.
-func shellQuote(s string) string {
-	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.,/:=@+%") == "" {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

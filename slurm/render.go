@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -16,8 +15,6 @@ import (
 
 // maxSignalSeconds is the largest --signal=…@N Slurm accepts (a uint16).
 const maxSignalSeconds = 65535
-
-var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // Render writes the sbatch script of spec: a shebang, one #SBATCH directive
 // per set JobSpec field, the environment as exports and the command, run
@@ -105,19 +102,19 @@ func (s *Scheduler) Render(w io.Writer, spec *batch.JobSpec) error {
 	if len(spec.Env) > 0 {
 		keys := make([]string, 0, len(spec.Env))
 		for k := range spec.Env {
-			if !envName.MatchString(k) {
+			if !batch.IsEnvName(k) {
 				return fmt.Errorf("slurm: bad environment variable name %q", k)
 			}
 			keys = append(keys, k)
 		}
 		sort.Strings(keys)
 		for _, k := range keys {
-			fmt.Fprintf(bw, "export %s=%s\n", k, ShellQuote(spec.Env[k]))
+			fmt.Fprintf(bw, "export %s=%s\n", k, batch.ShellQuote(spec.Env[k]))
 		}
 	}
 	words := make([]string, len(spec.Command))
 	for i, c := range spec.Command {
-		words[i] = ShellQuote(c)
+		words[i] = batch.ShellQuote(c)
 	}
 	fmt.Fprintf(bw, "exec %s\n", strings.Join(words, " "))
 	return bw.Flush()
@@ -187,16 +184,6 @@ func quoteDirective(v string) (string, error) {
 	}
 	b.WriteByte('"')
 	return b.String(), nil
-}
-
-// ShellQuote quotes one word for a POSIX shell: safe words as they are,
-// anything else in single quotes, each embedded quote written as the four
-// characters quote, backslash, quote, quote.
-func ShellQuote(s string) string {
-	if s != "" && isSafe(s, "@%+=:,./-_") {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 func isSafe(s, extra string) bool {

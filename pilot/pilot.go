@@ -132,6 +132,7 @@ type Pilot struct {
 	results  chan *api.Result
 	proxy    *proxy
 	draining atomic.Bool
+	stopped  <-chan struct{} // closed when the pilot is told to stop (its context ends)
 	stats    Stats
 }
 
@@ -228,6 +229,7 @@ func (p *Pilot) run(ctx context.Context) error {
 	p.log.Info("pilot started", zap.String("host", p.cfg.Host), zap.String("site", p.cfg.Site),
 		zap.String("scratch", p.dir), zap.Int("modules", len(p.modules)))
 
+	p.stopped = ctx.Done()
 	// Work contexts outlive ctx by the grace period; leasing stops at once.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()

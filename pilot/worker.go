@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -87,6 +88,39 @@ func (p *Pilot) worker(ctx context.Context, m *module, slot int) {
 }
 
 func (p *Pilot) stopping() bool { return p.draining.Load() }
+
+// signalSettle is how long a task that died of SIGTERM, SIGKILL, SIGINT or
+// SIGHUP waits for the pilot's own stop signal before it counts as the
+// module's failure: a batch system signals every process of a job at about
+// the same time, and the task may exit before the pilot's signal handler
+// has run.
+const signalSettle = time.Second
+
+// killedByBatchSignal reports whether an exit code is 128 + a signal that
+// batch systems send to stop a job.
+func killedByBatchSignal(code int) bool {
+	switch code - 128 {
+	case int(syscall.SIGTERM), int(syscall.SIGKILL), int(syscall.SIGINT), int(syscall.SIGHUP):
+		return true
+	}
+	return false
+}
+
+// stoppedWithin reports whether the pilot is being stopped (its context
+// ended, or it drains), waiting up to d for that to happen.
+func (p *Pilot) stoppedWithin(d time.Duration) bool {
+	if p.stopping() {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-p.stopped:
+		return true
+	case <-t.C:
+		return p.stopping()
+	}
+}
 
 // hook runs a module's lifecycle script (setup, check, teardown) if it has
 // one, in dir, with the slot's environment. A non-zero exit is an error
@@ -171,6 +205,17 @@ func (p *Pilot) execute(ctx context.Context, m *module, slot int, slotDir string
 		rec.Reason = "stopped by the pilot: " + cause.Error()
 		for _, bt := range batch {
 			r := &api.Result{TaskID: bt.TaskID, Attempt: bt.Attempt, Code: codeTimeout, Infra: true, Record: *rec}
+			p.results <- r
+		}
+		return
+	case killedByBatchSignal(rec.ExitCode) && p.stoppedWithin(signalSettle):
+		// The batch system signalled the whole job (scancel, qdel, walltime
+		// end): the program died of the signal the pilot got too. Not the
+		// module's fault: hand the task back as infra, like a task stopped
+		// at the end of the grace period.
+		rec.Reason = fmt.Sprintf("killed by signal %d while the pilot was being stopped (batch job cancelled or at its walltime)", rec.ExitCode-128)
+		for _, bt := range batch {
+			r := &api.Result{TaskID: bt.TaskID, Attempt: bt.Attempt, Code: rec.ExitCode, Infra: true, Record: *rec}
 			p.results <- r
 		}
 		return

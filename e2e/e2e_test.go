@@ -1,0 +1,448 @@
+// Package e2e_test runs Scalebox's app-primes example end to end through
+// pilots submitted as REAL batch jobs: to a real single-node Slurm cluster
+// (scripts/slurm-cluster.sh, started once per test binary) and to the
+// OpenPBS test double (pbs/pbstest). The broker runs in-process on a real
+// loopback listener so that the jobs' pilots (the built scalebox binary)
+// reach it over HTTP, with auth off.
+//
+// Without the Slurm binaries the package fails, unless SCALEBOX_SKIP_SLURM=1
+// (then the Slurm tests skip and say why). Every wait polls the broker's API
+// or the scheduler; nothing sleeps to synchronise.
+package e2e_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/scalebox-hpc/scalebox/api"
+	"github.com/scalebox-hpc/scalebox/batch"
+	"github.com/scalebox-hpc/scalebox/broker"
+	"github.com/scalebox-hpc/scalebox/store/sqlite"
+)
+
+// ---------------------------------------------------------------------------
+// Test binary set-up: the scalebox binary and the Slurm cluster, each made
+// once, on first use, and removed/stopped by TestMain.
+
+var (
+	binOnce sync.Once
+	binDir  string
+	binErr  error
+
+	cluster struct {
+		once    sync.Once
+		skip    string // why the Slurm tests skip
+		missing string // binaries missing (fail unless SCALEBOX_SKIP_SLURM=1)
+		dir     string
+		env     []string
+		err     error
+		started time.Duration
+	}
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if cluster.dir != "" {
+		script := repoPath("scripts/slurm-cluster.sh")
+		if out, err := exec.Command(script, "stop", cluster.dir).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "%s stop: %v\n%s", script, err, out)
+		}
+		_ = os.RemoveAll(cluster.dir)
+	}
+	if binDir != "" {
+		_ = os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+func repoPath(rel string) string {
+	p, err := filepath.Abs(filepath.Join("..", rel))
+	if err != nil {
+		panic(err)
+	}
+	return p
+}
+
+// scaleboxBinary builds ./cmd/scalebox once, with -race when the tests run
+// with it (a race in a pilot then shows in its job's output).
+func scaleboxBinary(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		// Not under /tmp's per-test dirs: Slurm and PBS jobs exec it.
+		binDir, binErr = os.MkdirTemp("", "scalebox-e2e-bin-")
+		if binErr != nil {
+			return
+		}
+		args := []string{"build", "-o", binDir + "/"}
+		cgo := "CGO_ENABLED=0"
+		if raceEnabled() {
+			args, cgo = append(args, "-race"), "CGO_ENABLED=1"
+		}
+		build := exec.Command("go", append(args, "./cmd/scalebox")...)
+		build.Dir = repoPath("")
+		build.Env = append(os.Environ(), cgo)
+		if out, err := build.CombinedOutput(); err != nil {
+			binErr = fmt.Errorf("go build: %w\n%s", err, out)
+		}
+	})
+	require.NoError(t, binErr)
+	return filepath.Join(binDir, "scalebox")
+}
+
+func raceEnabled() bool {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return false
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "-race" {
+			return s.Value == "true"
+		}
+	}
+	return false
+}
+
+// slurmCluster starts the test binary's Slurm cluster on first use and
+// returns the environment of its clients (SLURM_CONF).
+func slurmCluster(t *testing.T) []string {
+	t.Helper()
+	cluster.once.Do(func() {
+		var missing []string
+		for _, b := range []string{"slurmctld", "slurmd", "sbatch", "squeue", "scancel", "munged", "mungekey"} {
+			if _, err := exec.LookPath(b); err != nil {
+				missing = append(missing, b)
+			}
+		}
+		if len(missing) > 0 {
+			msg := fmt.Sprintf("Slurm binaries missing (%s): apt-get install -y slurmctld slurmd slurm-client munge", strings.Join(missing, ", "))
+			if os.Getenv("SCALEBOX_SKIP_SLURM") == "1" {
+				cluster.skip = msg + "; SCALEBOX_SKIP_SLURM=1"
+			} else {
+				cluster.missing = msg + " (or set SCALEBOX_SKIP_SLURM=1 to skip the Slurm tests)"
+			}
+			return
+		}
+		dir, err := os.MkdirTemp("", "scalebox-e2e-slurm-")
+		if err != nil {
+			cluster.err = err
+			return
+		}
+		cluster.dir = dir
+		script := repoPath("scripts/slurm-cluster.sh")
+		t0 := time.Now()
+		if out, err := exec.Command(script, "start", dir).CombinedOutput(); err != nil {
+			cluster.err = fmt.Errorf("%s start: %w\n%s", script, err, out)
+			return
+		}
+		cluster.started = time.Since(t0)
+		cluster.env = append(os.Environ(), "SLURM_CONF="+filepath.Join(dir, "slurm.conf"))
+	})
+	if cluster.skip != "" {
+		t.Skip(cluster.skip)
+	}
+	if cluster.missing != "" {
+		t.Fatal(cluster.missing)
+	}
+	require.NoError(t, cluster.err)
+	return cluster.env
+}
+
+// ---------------------------------------------------------------------------
+// The broker and app-primes.
+
+type env struct {
+	t      *testing.T
+	ctx    context.Context
+	client *api.Client
+	url    string
+	dir    string // the test's files: job outputs, scratch, the slow app
+}
+
+// newBroker starts a broker with cfg on a fresh SQLite store, on a real
+// listener on 127.0.0.1 (batch jobs are other processes), auth off.
+func newBroker(t *testing.T, cfg broker.Config) *env {
+	t.Helper()
+	ctx := t.Context()
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "s.db"))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = st.Close() })
+	b := broker.New(st, cfg, zaptest.NewLogger(t).Named("broker"))
+	require.NoError(t, b.Start(context.Background()))
+	srv := httptest.NewServer(b.Handler()) // listens on 127.0.0.1
+	t.Cleanup(func() { b.Close(); srv.Close() })
+	dir, err := os.MkdirTemp("", "scalebox-e2e-")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return &env{t: t, ctx: ctx, client: api.NewClient(srv.URL, ""), url: srv.URL, dir: dir}
+}
+
+// appVars are the variables of app-primes' scalebox.env, with overrides.
+func appVars(t *testing.T, over map[string]string) map[string]string {
+	t.Helper()
+	f, err := os.Open(repoPath("examples/app-primes/scalebox.env"))
+	require.NoError(t, err)
+	defer f.Close()
+	vars := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		require.True(t, ok, line)
+		vars[k] = v
+	}
+	require.NoError(t, sc.Err())
+	vars["PWD"] = repoPath("examples/app-primes")
+	vars["NUM_GROUPS"] = "10"
+	for k, v := range over {
+		vars[k] = v
+	}
+	return vars
+}
+
+// createPrimes creates app-primes as it is, with start task 1000.
+func (e *env) createPrimes(t *testing.T, tag string) *api.App {
+	t.Helper()
+	yml, err := os.ReadFile(repoPath("examples/app-primes/app.yaml"))
+	require.NoError(t, err)
+	a, err := e.client.AppCreate(e.ctx, &api.AppCreateRequest{YAML: string(yml), Filename: "app.yaml",
+		Vars: appVars(t, map[string]string{"TAG": tag}), StartTasks: map[string][]string{"mr-module": {"1000"}}})
+	require.NoError(t, err)
+	return a
+}
+
+// createSlowPrimes creates a variant of app-primes whose calc task first
+// sleeps $CALC_SLEEP seconds (from the pilot's environment, so that each
+// batch job runs at its own pace) and declares no expected runtime (a
+// pilot near its walltime then leases a first calc task whatever its
+// length). The router and the sieve are the example's own scripts.
+func (e *env) createSlowPrimes(t *testing.T, tag string) *api.App {
+	t.Helper()
+	yml, err := os.ReadFile(repoPath("examples/app-primes/app.yaml"))
+	require.NoError(t, err)
+	slow := strings.Replace(string(yml), "code_path: ${PWD}/code", "code_path: ${SLOW}/code", 1)
+	require.NotEqual(t, string(yml), slow, "app.yaml: calc code_path not found")
+	slow = strings.Replace(slow, "expected_runtime: 30s", "", 1)
+	code := filepath.Join(e.dir, "slow", "code")
+	require.NoError(t, os.MkdirAll(code, 0o755))
+	script := fmt.Sprintf("#!/bin/bash\nsleep \"${CALC_SLEEP:-2}\"\nexec %s \"$@\"\n",
+		strconv.Quote(repoPath("examples/app-primes/code/run.sh")))
+	require.NoError(t, os.WriteFile(filepath.Join(code, "run.sh"), []byte(script), 0o755))
+	a, err := e.client.AppCreate(e.ctx, &api.AppCreateRequest{YAML: slow, Filename: "app.yaml",
+		Vars:       appVars(t, map[string]string{"TAG": tag, "SLOW": filepath.Join(e.dir, "slow")}),
+		StartTasks: map[string][]string{"mr-module": {"1000"}}})
+	require.NoError(t, err)
+	return a
+}
+
+// pilotSpec is the job of `scalebox pilot run` for app appID.
+func (e *env) pilotSpec(t *testing.T, name string, appID int64, slots string, extraArgs []string, jobEnv map[string]string) *batch.JobSpec {
+	t.Helper()
+	bin := scaleboxBinary(t)
+	cmd := append([]string{bin, "--broker", e.url, "pilot", "run", "--app-id", strconv.FormatInt(appID, 10),
+		"--slots", slots, "--max-idle", "5s", "--log-level", "debug"}, extraArgs...)
+	envs := map[string]string{
+		"HOME":                e.dir,
+		"PATH":                filepath.Dir(bin) + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"SCALEBOX_TOKEN":      "",
+		"SCALEBOX_TOKEN_FILE": filepath.Join(e.dir, "no-token"),
+		"SCALEBOX_SCRATCH":    filepath.Join(e.dir, "scratch"),
+		"GORACE":              "halt_on_error=1 atexit_sleep_ms=0",
+	}
+	for k, v := range jobEnv {
+		envs[k] = v
+	}
+	return &batch.JobSpec{Name: name, Walltime: 5 * time.Minute, Command: cmd, Env: envs, WorkDir: e.dir,
+		CoresPerTask: 1, MemoryMB: 200}
+}
+
+// checkJobLogs fails the test if a job output shows a data race or a
+// panic, and logs every output when the test failed.
+func checkJobLogs(t *testing.T, glob string) {
+	t.Helper()
+	t.Cleanup(func() {
+		files, _ := filepath.Glob(glob)
+		for _, f := range files {
+			out, _ := os.ReadFile(f)
+			if strings.Contains(string(out), "DATA RACE") || strings.Contains(string(out), "panic:") {
+				t.Errorf("%s: race or panic in the pilot's output", filepath.Base(f))
+			}
+			if t.Failed() || os.Getenv("E2E_LOGS") != "" {
+				t.Logf("output of %s:\n%s", filepath.Base(f), out)
+			}
+		}
+	})
+}
+
+// appDone waits until every task of the app is OK, with want[module] tasks.
+func (e *env) appDone(t *testing.T, appID int64, want map[string]int64, timeout time.Duration) {
+	t.Helper()
+	var last *api.App
+	ok := assertEventually(func() bool {
+		a, err := e.client.AppGet(e.ctx, appID)
+		if err != nil {
+			return false
+		}
+		last = a
+		for _, m := range a.Modules {
+			for st, n := range m.Counts {
+				if st != "OK" && n > 0 {
+					return false
+				}
+			}
+			if m.Counts["OK"] != want[m.Name] {
+				return false
+			}
+		}
+		return true
+	}, timeout, 50*time.Millisecond)
+	if !ok {
+		counts := map[string]map[string]int64{}
+		if last != nil {
+			for _, m := range last.Modules {
+				counts[m.Name] = m.Counts
+			}
+		}
+		t.Fatalf("app %d not done after %v: %v", appID, timeout, counts)
+	}
+}
+
+// assertEventually polls cond until it holds or timeout passes.
+func assertEventually(cond func() bool, timeout, tick time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	tk := time.NewTicker(tick)
+	defer tk.Stop()
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		<-tk.C
+	}
+}
+
+func (e *env) semaphore(t *testing.T, appID int64) int64 {
+	t.Helper()
+	s, err := e.client.SemaphoreGet(e.ctx, appID, "app-primes:sum_value")
+	require.NoError(t, err)
+	return s.Value
+}
+
+func (e *env) tasks(t *testing.T, appID int64, module string) []api.Task {
+	t.Helper()
+	l, err := e.client.TaskList(e.ctx, api.TaskListParams{AppID: appID, Module: module, Limit: 1000})
+	require.NoError(t, err)
+	return l.Tasks
+}
+
+// pilotJobIDs are the job ids of the pilots registered so far.
+func (e *env) pilotJobIDs(t *testing.T) []string {
+	t.Helper()
+	ps, err := e.client.PilotList(e.ctx)
+	require.NoError(t, err)
+	var ids []string
+	for _, p := range ps {
+		ids = append(ids, p.JobID)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// runningCalc waits for a calc task RUNNING on a pilot not in notOn and
+// returns it.
+func (e *env) runningCalc(t *testing.T, appID int64, timeout time.Duration, notOn ...int64) api.Task {
+	t.Helper()
+	var victim api.Task
+	require.Eventually(t, func() bool {
+		l, err := e.client.TaskList(e.ctx, api.TaskListParams{AppID: appID, Module: "my-module", Limit: 1000})
+		if err != nil {
+			return false
+		}
+		for _, tk := range l.Tasks {
+			if tk.Status == -3 && !slices.Contains(notOn, tk.PilotID) {
+				victim = tk
+				return true
+			}
+		}
+		return false
+	}, timeout, 20*time.Millisecond, "a calc task RUNNING")
+	return victim
+}
+
+// waitFinal polls the scheduler until every id is in a final state.
+func waitFinal(t *testing.T, s batch.Scheduler, ids []batch.JobID, timeout time.Duration) map[batch.JobID]batch.JobStatus {
+	t.Helper()
+	var last map[batch.JobID]batch.JobStatus
+	ok := assertEventually(func() bool {
+		res, err := s.Status(context.Background(), ids)
+		if err != nil {
+			t.Logf("status: %v", err)
+			return false
+		}
+		last = res
+		for _, id := range ids {
+			if !res[id].State.Final() {
+				return false
+			}
+		}
+		return true
+	}, timeout, 100*time.Millisecond)
+	require.True(t, ok, "jobs %v not final after %v: %+v", ids, timeout, last)
+	return last
+}
+
+// requireInfraFirst asserts that a task's first attempt is infra and that
+// no app failure was charged to it.
+func (e *env) requireInfraFirst(t *testing.T, taskID int64) {
+	t.Helper()
+	d, err := e.client.TaskGet(e.ctx, taskID)
+	require.NoError(t, err)
+	require.NotEmpty(t, d.Attempts)
+	require.Equal(t, "infra", d.Attempts[0].Kind, "%+v", d.Attempts)
+	require.Equal(t, 0, d.Task.AppFailures, "%+v", d.Attempts)
+}
+
+// checkInterrupted asserts that the interrupted calc task has an infra
+// attempt (first) and ended OK, and that no task of the app was charged
+// an app failure.
+func (e *env) checkInterrupted(t *testing.T, appID, victim int64) {
+	t.Helper()
+	d, err := e.client.TaskGet(e.ctx, victim)
+	require.NoError(t, err)
+	require.Equal(t, 0, d.Task.Status, "%+v", d.Attempts)
+	require.Equal(t, 0, d.Task.AppFailures, "%+v", d.Attempts)
+	require.GreaterOrEqual(t, d.Task.InfraFailures, 1, "%+v", d.Attempts)
+	require.NotEmpty(t, d.Attempts)
+	require.Equal(t, "infra", d.Attempts[0].Kind, "first attempt: %+v", d.Attempts)
+	last := d.Attempts[len(d.Attempts)-1]
+	require.Equal(t, "app", last.Kind, "%+v", d.Attempts)
+	require.Equal(t, 0, last.Code, "%+v", d.Attempts)
+	t.Logf("interrupted task %d (%s): attempts %+v", victim, d.Task.Body, d.Attempts)
+	for _, m := range []string{"my-module", "mr-module"} {
+		for _, tk := range e.tasks(t, appID, m) {
+			require.Equal(t, 0, tk.AppFailures, "%s task %s", m, tk.Body)
+			require.Equal(t, 0, tk.Status, "%s task %s", m, tk.Body)
+		}
+	}
+}
+
+var primesDone = map[string]int64{"my-module": 10, "mr-module": 11}

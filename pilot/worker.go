@@ -38,6 +38,8 @@ func (p *Pilot) worker(ctx context.Context, m *module, slot int) {
 	if err := os.MkdirAll(filepath.Join(slotDir, ".scalebox"), 0o755); err != nil {
 		p.log.Error("create slot dir", zap.Error(err))
 	}
+	// The slot's environment is built once; each attempt adds its own.
+	slotEnv := p.slotEnv(m, slot, slotDir)
 	if err := p.hook(ctx, m, slot, slotDir, "setup"); err != nil {
 		// Scalebox: a failed setup puts the slot in ERROR. Here the whole
 		// pilot stops taking work (the node is likely broken) and hands its
@@ -73,7 +75,7 @@ func (p *Pilot) worker(ctx context.Context, m *module, slot int) {
 		p.free[m.id]--
 		p.mu.Unlock()
 		if ctx.Err() == nil && !p.stopping() {
-			p.execute(ctx, m, slot, slotDir, batch)
+			p.execute(ctx, m, slot, slotDir, slotEnv, batch)
 		}
 		// else: not started; handed back when the pilot deregisters.
 		p.mu.Lock()
@@ -159,7 +161,7 @@ func safeName(s string) string {
 }
 
 // execute runs one attempt (of one task or one batch) and queues its result.
-func (p *Pilot) execute(ctx context.Context, m *module, slot int, slotDir string, batch []*api.LeasedTask) {
+func (p *Pilot) execute(ctx context.Context, m *module, slot int, slotDir string, slotEnv []string, batch []*api.LeasedTask) {
 	t := batch[0]
 	started := time.Now()
 	actx, cancel := context.WithCancelCause(ctx)
@@ -191,7 +193,7 @@ func (p *Pilot) execute(ctx context.Context, m *module, slot int, slotDir string
 	// costs far less than a new directory per task on a slow file system.
 	dir := slotDir
 	defer p.clearWorkDir(dir, "")
-	rec, res, files := p.runAttempt(actx, m, slot, dir, batch, a)
+	rec, res, files := p.runAttempt(actx, m, slot, dir, taskEnv(slotEnv, m, dir, t, a.secret), batch)
 	rec.StartedAt = &started
 
 	cause := context.Cause(actx)
@@ -302,7 +304,7 @@ func setDefault(h map[string]string, k, v string) {
 // runAttempt prepares the work dir, runs the program and collects the
 // interface files. It returns the attempt record, the exit code and the
 // collected files (nil if the program did not run).
-func (p *Pilot) runAttempt(ctx context.Context, m *module, slot int, dir string, batch []*api.LeasedTask, a *attempt) (*api.Attempt, int, *workdir.Files) {
+func (p *Pilot) runAttempt(ctx context.Context, m *module, slot int, dir string, env []string, batch []*api.LeasedTask) (*api.Attempt, int, *workdir.Files) {
 	t := batch[0]
 	rec := &api.Attempt{Host: p.cfg.Host, Slot: strconv.Itoa(slot), ExitCode: -1, Extra: map[string]any{"runtime": p.cfg.Runtime.Name()}}
 	fail := func(code int, msg string) (*api.Attempt, int, *workdir.Files) {
@@ -318,7 +320,6 @@ func (p *Pilot) runAttempt(ctx context.Context, m *module, slot int, dir string,
 			return fail(codeNoProgram, "write batch file: "+err.Error())
 		}
 	}
-	env := p.taskEnv(m, slot, dir, t, a.secret)
 	argv, err := program(m.spec, env)
 	if err != nil {
 		return fail(codeNoProgram, err.Error())
@@ -487,9 +488,11 @@ func (p *Pilot) slotEnv(m *module, slot int, dir string) []string {
 	return dedupEnv(append(env, m.spec.Environments...))
 }
 
-// taskEnv is the environment of one attempt: the slot's plus the task's.
-func (p *Pilot) taskEnv(m *module, slot int, dir string, t *api.LeasedTask, secret string) []string {
-	env := p.slotEnv(m, slot, dir)
+// taskEnv is the environment of one attempt: the slot's (built once per
+// slot by slotEnv) plus the task's.
+func taskEnv(slotEnv []string, m *module, dir string, t *api.LeasedTask, secret string) []string {
+	env := make([]string, len(slotEnv), len(slotEnv)+8+len(m.spec.Environments))
+	copy(env, slotEnv)
 	hdr := map[string]string{}
 	_ = jsonUnmarshal(t.Headers, &hdr)
 	add := func(k, v string) { env = append(env, k+"="+v) }

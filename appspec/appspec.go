@@ -112,22 +112,14 @@ func (m *Module) SlotOnHead() bool {
 	return isYes(m.Parameters["slot_on_head"]) || strings.EqualFold(m.Parameters[keyScheduleMode], "HEAD")
 }
 
-// Load reads the app file at path. Template variables come, lowest
-// priority first, from scalebox.env in the app file's directory (if
-// present), then opts.EnvFiles in order, then the process environment
-// (opts.Environ, or os.Environ() when nil). Unlike Parse, Load expands
-// start_task "FILE:<name>" (relative to the app file's directory, one task
-// per non-empty line) and makes a relative code_path absolute against the
-// app file's directory.
-func Load(path string, opts Options) (*App, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read app file: %w", err)
-	}
-	dir := filepath.Dir(path)
+// Vars returns the template variables of the app file at path, lowest
+// priority first: scalebox.env in its directory (if present), then
+// opts.EnvFiles in order, then the process environment (opts.Environ, or
+// os.Environ() when nil).
+func Vars(path string, opts Options) (map[string]string, error) {
 	vars := map[string]string{}
 	files := opts.EnvFiles
-	def := filepath.Join(dir, "scalebox.env")
+	def := filepath.Join(filepath.Dir(path), "scalebox.env")
 	switch _, err := os.Stat(def); {
 	case err == nil:
 		files = append([]string{def}, files...)
@@ -152,6 +144,26 @@ func Load(path string, opts Options) (*App, error) {
 			vars[k] = v
 		}
 	}
+	return vars, nil
+}
+
+// Load reads the app file at path. Template variables come, lowest
+// priority first, from scalebox.env in the app file's directory (if
+// present), then opts.EnvFiles in order, then the process environment
+// (opts.Environ, or os.Environ() when nil). Unlike Parse, Load expands
+// start_task "FILE:<name>" (relative to the app file's directory, one task
+// per non-empty line) and makes a relative code_path absolute against the
+// app file's directory.
+func Load(path string, opts Options) (*App, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read app file: %w", err)
+	}
+	vars, err := Vars(path, opts)
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Dir(path)
 	absDir, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("resolve app directory: %w", err)

@@ -42,11 +42,12 @@ func (a *AppFileArgs) load() (*appspec.App, []byte, map[string]string, error) {
 	if err != nil {
 		return nil, nil, nil, &invalidError{fmt.Errorf("read app definition: %w", err)}
 	}
-	vars, err := loadVars(a.File, a.EnvFiles)
+	opts := appspec.Options{EnvFiles: a.EnvFiles, Environ: environ()}
+	vars, err := appspec.Vars(a.File, opts)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, &invalidError{err}
 	}
-	spec, err := appspec.Load(a.File, appspec.Options{EnvFiles: a.EnvFiles, Environ: environ()})
+	spec, err := appspec.Load(a.File, opts)
 	if err != nil {
 		return nil, nil, nil, &invalidError{err}
 	}

@@ -18,7 +18,6 @@ import (
 	"github.com/alecthomas/kong"
 
 	"github.com/scalebox-hpc/scalebox/api"
-	"github.com/scalebox-hpc/scalebox/appspec"
 )
 
 // Exit codes of the scalebox command.
@@ -182,33 +181,6 @@ func table(w io.Writer, header string, rows [][]string) error {
 		fmt.Fprintln(tw, strings.Join(r, "\t"))
 	}
 	return tw.Flush()
-}
-
-// loadVars merges the variables an app.yaml may use: scalebox.env beside it,
-// then env files, then the process environment (which wins).
-func loadVars(appFile string, envFiles []string) (map[string]string, error) {
-	vars := map[string]string{}
-	files := []string{}
-	beside := filepath.Join(filepath.Dir(appFile), "scalebox.env")
-	if _, err := os.Stat(beside); err == nil {
-		files = append(files, beside)
-	}
-	files = append(files, envFiles...)
-	for _, f := range files {
-		m, err := appspec.ReadEnvFile(f)
-		if err != nil {
-			return nil, &invalidError{err}
-		}
-		for k, v := range m {
-			vars[k] = v
-		}
-	}
-	for _, kv := range environ() {
-		if k, v, ok := strings.Cut(kv, "="); ok {
-			vars[k] = v
-		}
-	}
-	return vars, nil
 }
 
 // environ is the process environment with PWD set to the working directory,

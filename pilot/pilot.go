@@ -152,6 +152,9 @@ type module struct {
 	wake  chan struct{} // a slot of this module was freed
 
 	runtimes runtimes // recent task durations, for walltime-aware leasing
+
+	checkOnce sync.Once
+	hasCheck  bool // the module has a check.sh (or ACTION_CHECK)
 }
 
 // attempt is a task running on this pilot.
@@ -458,6 +461,10 @@ func (p *Pilot) leaseModule(ctx context.Context, m *module) error {
 // a lease; a non-zero exit means "not now".
 func (p *Pilot) admitted(ctx context.Context, m *module) bool {
 	dir := filepath.Join(p.dir, "check-"+safeName(m.name))
+	m.checkOnce.Do(func() { m.hasCheck = script(m.spec, p.slotEnv(m, 0, dir), "check") != "" })
+	if !m.hasCheck {
+		return true // most modules have no check.sh: no work before each lease
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		p.log.Error("create check dir", zap.Error(err))
 		return false

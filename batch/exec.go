@@ -30,6 +30,15 @@ func (e *CommandError) Error() string {
 	return fmt.Sprintf("%s exited %d: %s", e.Cmd, e.ExitCode, strings.TrimSpace(e.Stderr))
 }
 
+type dirKey struct{}
+
+// InDir returns a context under which Exec runs commands in dir. PBS puts
+// a job's default output files in the directory qsub runs in, so Submit
+// runs qsub in the job's WorkDir.
+func InDir(ctx context.Context, dir string) context.Context {
+	return context.WithValue(ctx, dirKey{}, dir)
+}
+
 // Run implements Commander.
 func (x Exec) Run(ctx context.Context, name string, args []string, stdin io.Reader) ([]byte, []byte, error) {
 	path := name
@@ -37,6 +46,9 @@ func (x Exec) Run(ctx context.Context, name string, args []string, stdin io.Read
 		path = x.Path + "/" + name
 	}
 	cmd := exec.CommandContext(ctx, path, args...)
+	if dir, _ := ctx.Value(dirKey{}).(string); dir != "" {
+		cmd.Dir = dir
+	}
 	if x.Env != nil {
 		cmd.Env = x.Env
 	}

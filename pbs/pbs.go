@@ -79,6 +79,9 @@ func (s *Scheduler) Submit(ctx context.Context, spec *batch.JobSpec) (batch.JobI
 	if err := f.Close(); err != nil {
 		return "", fmt.Errorf("pbs: script file: %w", err)
 	}
+	if spec.WorkDir != "" {
+		ctx = batch.InDir(ctx, spec.WorkDir)
+	}
 	out, errb, err := s.cmd.Run(ctx, "qsub", []string{f.Name()}, nil)
 	if err != nil {
 		return "", commandError("qsub", err, errb)

@@ -103,6 +103,7 @@ type Store interface {
 	Tasks
 	Pilots
 	Sites
+	PilotJobs
 	Coordination
 	Tokens
 	// Close releases the store's connections.
@@ -191,6 +192,21 @@ type Sites interface {
 	SiteGet(ctx context.Context, name string) (*Site, error)
 	// SiteList returns all sites by name.
 	SiteList(ctx context.Context) ([]*Site, error)
+}
+
+// PilotJobs are the batch jobs (or job arrays) submitted to run pilots,
+// with the scheduler's view of them, so users see pending, running, failed
+// and finished pilot jobs, and a restarted broker keeps watching them.
+type PilotJobs interface {
+	// PilotJobAdd inserts a job record and returns it with its id.
+	PilotJobAdd(ctx context.Context, j *PilotJob) (*PilotJob, error)
+	// PilotJobGet returns one job record. ErrNotFound.
+	PilotJobGet(ctx context.Context, id int64) (*PilotJob, error)
+	// PilotJobList returns job records, newest first.
+	PilotJobList(ctx context.Context, f PilotJobFilter) ([]*PilotJob, error)
+	// PilotJobUpdate stores what the scheduler said of many jobs in one
+	// transaction. ErrNotFound (and nothing stored) if an id is unknown.
+	PilotJobUpdate(ctx context.Context, us []PilotJobUpdate) error
 }
 
 // Coordination holds app-scoped semaphores (integer counters) and variables
@@ -508,6 +524,44 @@ type Site struct {
 	Spec      []byte // the site definition as JSON (opaque to the store)
 	CreatedAt time.Time
 	UpdatedAt time.Time
+}
+
+// Pilot job states beyond batch.State's: a submission the scheduler refused.
+const PilotJobRefused = "REFUSED"
+
+// PilotJob is one submission of pilots to a site's batch scheduler.
+type PilotJob struct {
+	ID          int64
+	Site        string
+	AppID       int64  // the app its pilots serve
+	JobID       string // the scheduler's id; "" if the submission was refused
+	Count       int    // pilots in the job (array size)
+	State       string // batch.State (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT, UNKNOWN) or REFUSED
+	Native      string // the scheduler's own state, for display
+	Reason      string // the scheduler's reason or message
+	ExitCode    *int   // when known
+	Final       bool   // the job ended (or was refused): no more updates expected
+	SubmittedAt time.Time
+	UpdatedAt   time.Time
+}
+
+// PilotJobUpdate is the scheduler's latest word on one job.
+type PilotJobUpdate struct {
+	ID       int64
+	State    string
+	Native   string
+	Reason   string
+	ExitCode *int
+	Final    bool
+	At       time.Time // zero = now
+}
+
+// PilotJobFilter selects job records; zero fields match all.
+type PilotJobFilter struct {
+	Site   string
+	AppID  int64
+	Active bool // only jobs that are not final
+	Limit  int  // 0 = all
 }
 
 // NameValue is one semaphore or variable.

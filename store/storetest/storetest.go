@@ -52,6 +52,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"TaskExpireLeases", taskExpireTests},
 		{"Pilots", pilotTests},
 		{"Sites", siteTests},
+		{"PilotJobs", pilotJobTests},
 		{"Semaphores", semaphoreTests},
 		{"Variables", variableTests},
 		{"Tokens", tokenTests},

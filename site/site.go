@@ -235,7 +235,12 @@ func (s *Spec) JobSpec(appID int64, count int) (*batch.JobSpec, error) {
 		slices.Sort(items)
 		cmd = append(cmd, "--slots", strings.Join(items, ","))
 	}
-	for _, f := range []struct{ flag, v string }{{"--grace", s.Pilot.Grace}, {"--max-idle", s.Pilot.MaxIdle}, {"--scratch", s.Pilot.Scratch}} {
+	maxIdle := s.Pilot.MaxIdle
+	if maxIdle == "" {
+		// An idle pilot retires itself: the site's idle timeout.
+		maxIdle = s.Limits.IdleTimeout
+	}
+	for _, f := range []struct{ flag, v string }{{"--grace", s.Pilot.Grace}, {"--max-idle", maxIdle}, {"--scratch", s.Pilot.Scratch}} {
 		if f.v == "" {
 			continue
 		}

@@ -258,6 +258,44 @@ func (c *Client) SiteGet(ctx context.Context, name string) (*Site, error) {
 	return &out, c.Do(ctx, http.MethodGet, "/sites/"+url.PathEscape(name), nil, &out)
 }
 
+// SiteSubmit submits pilots to a batch site through the provisioner.
+func (c *Client) SiteSubmit(ctx context.Context, site string, r *SiteSubmitRequest) (*PilotJob, error) {
+	var out PilotJob
+	return &out, c.Do(ctx, http.MethodPost, "/sites/"+url.PathEscape(site)+"/submit", r, &out)
+}
+
+// PilotJobList lists pilot jobs, newest first; site "" and appID 0 match all.
+func (c *Client) PilotJobList(ctx context.Context, site string, appID int64, active bool) ([]PilotJob, error) {
+	q := url.Values{}
+	if site != "" {
+		q.Set("site", site)
+	}
+	if appID != 0 {
+		q.Set("app_id", itoa(appID))
+	}
+	if active {
+		q.Set("active", "true")
+	}
+	path := "/pilot-jobs"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	var out []PilotJob
+	return out, c.Do(ctx, http.MethodGet, path, nil, &out)
+}
+
+// PilotJobCancel cancels a pilot job (all its pilots) by its record id.
+func (c *Client) PilotJobCancel(ctx context.Context, id int64) (*PilotJob, error) {
+	var out PilotJob
+	return &out, c.Do(ctx, http.MethodPost, "/pilot-jobs/"+itoa(id)+"/cancel", nil, &out)
+}
+
+// PilotCancel cancels the batch job a pilot runs in.
+func (c *Client) PilotCancel(ctx context.Context, id int64) (*Pilot, error) {
+	var out Pilot
+	return &out, c.Do(ctx, http.MethodPost, "/pilots/"+itoa(id)+"/cancel", nil, &out)
+}
+
 // SiteList lists sites.
 func (c *Client) SiteList(ctx context.Context) ([]Site, error) {
 	var out []Site

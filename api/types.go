@@ -377,6 +377,41 @@ type Site struct {
 	Spec      json.RawMessage `json:"spec,omitempty"`
 	CreatedAt time.Time       `json:"created_at,omitzero"`
 	UpdatedAt time.Time       `json:"updated_at,omitzero"`
+	// Provisioning is the provisioner's view (GET of a batch site only).
+	Provisioning *SiteProvisioning `json:"provisioning,omitempty"`
+}
+
+// SiteProvisioning is the provisioner's view of a batch site.
+type SiteProvisioning struct {
+	Wanted       int        `json:"wanted"`
+	Live         int        `json:"live"`
+	Pending      int        `json:"pending"`
+	Failures     int        `json:"failures"`
+	BackoffUntil *time.Time `json:"backoff_until,omitempty"`
+	LastError    string     `json:"last_error,omitempty"`
+	LastStatusAt *time.Time `json:"last_status_at,omitempty"`
+}
+
+// PilotJob is a batch job (or job array) that runs pilots of a site.
+type PilotJob struct {
+	ID          int64     `json:"id"`
+	Site        string    `json:"site"`
+	AppID       int64     `json:"app_id"`
+	JobID       string    `json:"job_id,omitempty"`
+	Count       int       `json:"count"`
+	State       string    `json:"state"`
+	Native      string    `json:"native,omitempty"`
+	Reason      string    `json:"reason,omitempty"`
+	ExitCode    *int      `json:"exit_code,omitempty"`
+	Final       bool      `json:"final"`
+	SubmittedAt time.Time `json:"submitted_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
+}
+
+// SiteSubmitRequest submits pilots to a site.
+type SiteSubmitRequest struct {
+	AppID int64 `json:"app_id"`
+	Count int   `json:"count"`
 }
 
 // TokenRequest creates an API token.

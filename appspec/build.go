@@ -190,11 +190,13 @@ func (b *builder) clusterDefs(root *node) json.RawMessage {
 
 func (b *builder) module(app *App, name string, mn *node) *Module {
 	args, params := mn.child(keyArguments), mn.child(keyParameters)
+	cluster := cmpOr(b.str(mn, "cluster"), app.Cluster)
 	m := &Module{
-		Name:         name,
-		Label:        b.str(mn, "label"),
-		Site:         b.str(mn, "site"),
-		Cluster:      cmpOr(b.str(mn, "cluster"), app.Cluster),
+		Name:  name,
+		Label: b.str(mn, "label"),
+		// A Scalebox cluster is where a module runs: a site here.
+		Site:         cmpOr(b.str(mn, "site"), cluster),
+		Cluster:      cluster,
 		BaseImage:    b.str(mn, "base_image"),
 		Command:      b.str(mn, "command"),
 		CodePath:     b.str(args, keyCodePath),

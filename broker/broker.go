@@ -29,6 +29,7 @@ type Config struct {
 	ExpiryInterval time.Duration // how often expired leases and lost pilots are swept (default LeaseTTL/4)
 	InfraRetries   int           // attempts ended by infrastructure failures that are retried for free (default 5)
 	Auth           bool          // require bearer tokens
+	Provisioner    Provisioner   // submits and cancels pilot jobs; nil: the pilot-job routes answer unavailable
 }
 
 func (c *Config) setDefaults() {

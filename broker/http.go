@@ -75,10 +75,14 @@ func (b *Broker) Handler() http.Handler {
 		r.Post("/pilots/{pilot}/complete", b.wrap(pilot, b.hComplete))
 		r.Post("/pilots/{pilot}/drain", b.wrap(user, b.hDrain))
 		r.Delete("/pilots/{pilot}", b.wrap(pilot, b.hDeregister))
+		r.Post("/pilots/{pilot}/cancel", b.wrap(user, b.hPilotCancel))
+		r.Get("/pilot-jobs", b.wrap(user, b.hPilotJobList))
+		r.Post("/pilot-jobs/{job}/cancel", b.wrap(user, b.hPilotJobCancel))
 
 		r.Get("/sites", b.wrap(both, b.hSiteList))
 		r.Get("/sites/{site}", b.wrap(both, b.hSiteGet))
 		r.Put("/sites/{site}", b.wrap(nil, b.hSitePut))
+		r.Post("/sites/{site}/submit", b.wrap(user, b.hSiteSubmit))
 
 		r.Post("/tokens", b.wrap(nil, b.hTokenCreate))
 	})
@@ -493,6 +497,47 @@ func (b *Broker) hSitePut(r *http.Request, _ Principal) (any, error) {
 		return nil, err
 	}
 	return b.PutSite(r.Context(), chi.URLParam(r, "site"), &req)
+}
+
+func (b *Broker) hSiteSubmit(r *http.Request, _ Principal) (any, error) {
+	var req api.SiteSubmitRequest
+	if err := decode(r, &req); err != nil {
+		return nil, err
+	}
+	j, err := b.SubmitPilots(r.Context(), chi.URLParam(r, "site"), &req)
+	if err != nil {
+		return nil, err
+	}
+	return created{j}, nil
+}
+
+func (b *Broker) hPilotCancel(r *http.Request, _ Principal) (any, error) {
+	id, err := pathID(r, "pilot")
+	if err != nil {
+		return nil, err
+	}
+	return b.CancelPilot(r.Context(), id)
+}
+
+func (b *Broker) hPilotJobList(r *http.Request, _ Principal) (any, error) {
+	q := r.URL.Query()
+	f := store.PilotJobFilter{Site: q.Get("site"), Active: q.Get("active") == "true"}
+	if v := q.Get("app_id"); v != "" {
+		id, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || id < 1 {
+			return nil, errorf(api.CodeBadRequest, "app_id", fmt.Sprintf("app_id must be a positive integer, not %q", v))
+		}
+		f.AppID = id
+	}
+	return b.ListPilotJobs(r.Context(), f)
+}
+
+func (b *Broker) hPilotJobCancel(r *http.Request, _ Principal) (any, error) {
+	id, err := pathID(r, "job")
+	if err != nil {
+		return nil, err
+	}
+	return b.CancelPilotJob(r.Context(), id)
 }
 
 func (b *Broker) hTokenCreate(r *http.Request, _ Principal) (any, error) {

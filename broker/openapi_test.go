@@ -420,6 +420,9 @@ var oaWireTypes = map[string]reflect.Type{
 	"Variable":               reflect.TypeFor[api.Variable](),
 	"VariableValue":          reflect.TypeFor[api.VariableValue](),
 	"Site":                   reflect.TypeFor[api.Site](),
+	"SiteProvisioning":       reflect.TypeFor[api.SiteProvisioning](),
+	"PilotJob":               reflect.TypeFor[api.PilotJob](),
+	"SiteSubmitRequest":      reflect.TypeFor[api.SiteSubmitRequest](),
 	"TokenRequest":           reflect.TypeFor[api.TokenRequest](),
 	"TokenResponse":          reflect.TypeFor[api.TokenResponse](),
 }

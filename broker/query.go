@@ -272,6 +272,9 @@ func (b *Broker) GetSite(ctx context.Context, name string) (*api.Site, error) {
 		return nil, storeErr(err, "site "+name)
 	}
 	v := siteView(s)
+	if b.cfg.Provisioner != nil && (s.Kind == "slurm" || s.Kind == "pbs") {
+		v.Provisioning = provisioningView(b.cfg.Provisioner.Status(s.Name))
+	}
 	return &v, nil
 }
 

@@ -119,6 +119,7 @@ type Pilot struct {
 	hb         time.Duration
 	dir        string // this pilot's scratch root
 	mainRouter string
+	onlySite   string   // Config.Site as given: without Slots, serve only this site's modules (and site-less ones)
 	hosts      []string // names this host answers to, for HOST-BOUND tasks
 	abort      context.CancelCauseFunc
 
@@ -174,18 +175,20 @@ var errStale = errors.New("lease lost: the broker gave this task to someone else
 // Run registers the pilot and serves until ctx ends (then drains), the
 // broker asks it to drain, or it has been idle for MaxIdle.
 func Run(ctx context.Context, cfg Config) (*Stats, error) {
+	onlySite := cfg.Site
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
 	p := &Pilot{
-		cfg:     cfg,
-		client:  api.NewClient(cfg.Broker, cfg.Token),
-		log:     cfg.Log,
-		modules: map[int64]*module{},
-		running: map[int64]*attempt{},
-		free:    map[int64]int{},
-		queued:  map[int64]int{},
-		results: make(chan *api.Result, 1024),
+		onlySite: onlySite,
+		cfg:      cfg,
+		client:   api.NewClient(cfg.Broker, cfg.Token),
+		log:      cfg.Log,
+		modules:  map[int64]*module{},
+		running:  map[int64]*attempt{},
+		free:     map[int64]int{},
+		queued:   map[int64]int{},
+		results:  make(chan *api.Result, 1024),
 	}
 	return &p.stats, p.run(ctx)
 }
@@ -338,6 +341,9 @@ func (p *Pilot) loadModules(ctx context.Context) error {
 		slots := p.cfg.Slots[m.Name]
 		if len(p.cfg.Slots) == 0 {
 			slots = 1
+			if p.onlySite != "" && m.Site != "" && m.Site != p.onlySite {
+				slots = 0 // another site's module
+			}
 		}
 		if slots == 0 {
 			continue
@@ -352,6 +358,9 @@ func (p *Pilot) loadModules(ctx context.Context) error {
 		}
 	}
 	if len(p.modules) == 0 {
+		if p.onlySite != "" && len(p.cfg.Slots) == 0 {
+			return fmt.Errorf("app %d: no module runs on site %s", p.cfg.AppID, p.onlySite)
+		}
 		return fmt.Errorf("app %d: no module to serve", p.cfg.AppID)
 	}
 	return nil

@@ -22,20 +22,24 @@ import (
 	"github.com/scalebox-hpc/scalebox/broker"
 	"github.com/scalebox-hpc/scalebox/internal/logging"
 	"github.com/scalebox-hpc/scalebox/internal/storeopen"
+	"github.com/scalebox-hpc/scalebox/provision"
 )
 
 var version = "dev"
 
 type options struct {
-	DB           string        `env:"SCALEBOX_DB" default:"~/.scalebox/scalebox.db" help:"Store: a SQLite file path (default) or a postgres:// URL."`
-	Listen       string        `env:"SCALEBOX_LISTEN" default:"127.0.0.1:8080" help:"Address to serve the API on (use :8080 so compute nodes can reach it)."`
-	TokenFile    string        `env:"SCALEBOX_TOKEN_FILE" default:"~/.scalebox/token" help:"Admin token file: created (mode 0600) on first start, registered if it exists."`
-	NoAuth       bool          `name:"no-auth" help:"Accept requests without tokens (a trusted single-user machine only)."`
-	LeaseTTL     time.Duration `default:"30s" help:"Lease lifetime without a heartbeat."`
-	InfraRetries int           `default:"5" help:"Attempts ended by infrastructure failures (lost pilot, expired lease) retried without spending the module's retry budget."`
-	LogLevel     string        `default:"info" help:"debug, info, warn or error."`
-	LogFormat    string        `default:"console" enum:"console,json" help:"console or json."`
-	Version      bool          `help:"Print the version and exit."`
+	DB                string        `env:"SCALEBOX_DB" default:"~/.scalebox/scalebox.db" help:"Store: a SQLite file path (default) or a postgres:// URL."`
+	Listen            string        `env:"SCALEBOX_LISTEN" default:"127.0.0.1:8080" help:"Address to serve the API on (use :8080 so compute nodes can reach it)."`
+	TokenFile         string        `env:"SCALEBOX_TOKEN_FILE" default:"~/.scalebox/token" help:"Admin token file: created (mode 0600) on first start, registered if it exists."`
+	NoAuth            bool          `name:"no-auth" help:"Accept requests without tokens (a trusted single-user machine only)."`
+	LeaseTTL          time.Duration `default:"30s" help:"Lease lifetime without a heartbeat."`
+	InfraRetries      int           `default:"5" help:"Attempts ended by infrastructure failures (lost pilot, expired lease) retried without spending the module's retry budget."`
+	NoProvision       bool          `name:"no-provision" help:"Do not submit, watch or cancel pilot jobs on slurm/pbs sites."`
+	ProvisionInterval time.Duration `default:"10s" help:"How often the provisioner looks at the backlog and at each site's pilot jobs (one scheduler query per site; the period grows while nothing changes)."`
+	JobLogDir         string        `default:"~/.scalebox/jobs" help:"Where pilot job outputs go (one directory per site)."`
+	LogLevel          string        `default:"info" help:"debug, info, warn or error."`
+	LogFormat         string        `default:"console" enum:"console,json" help:"console or json."`
+	Version           bool          `help:"Print the version and exit."`
 }
 
 func main() {
@@ -74,7 +78,13 @@ func run(o options) error {
 		return err
 	}
 	defer st.Close()
-	b := broker.New(st, broker.Config{LeaseTTL: o.LeaseTTL, InfraRetries: o.InfraRetries, Auth: !o.NoAuth}, log.Named("broker"))
+	cfg := broker.Config{LeaseTTL: o.LeaseTTL, InfraRetries: o.InfraRetries, Auth: !o.NoAuth}
+	if !o.NoProvision {
+		p := provision.New(st, provision.Config{Interval: o.ProvisionInterval, LogDir: expandHome(o.JobLogDir)}, log)
+		cfg.Provisioner = p
+		go func() { _ = p.Run(ctx) }()
+	}
+	b := broker.New(st, cfg, log.Named("broker"))
 	if !o.NoAuth {
 		if err := b.BootstrapAdminToken(ctx, expandHome(o.TokenFile)); err != nil {
 			return err

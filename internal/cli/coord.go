@@ -274,6 +274,62 @@ type PilotCmd struct {
 	Script PilotScriptCmd `cmd:"" help:"Print a site's pilot batch script, ready for sbatch or qsub."`
 	List   PilotListCmd   `cmd:"" help:"List pilots."`
 	Drain  PilotDrainCmd  `cmd:"" help:"Ask a pilot to take no more work."`
+	Cancel PilotCancelCmd `cmd:"" help:"Cancel a pilot's batch job (or, with --job, a whole pilot job); its unfinished tasks go back as infrastructure failures."`
+	Jobs   PilotJobsCmd   `cmd:"" help:"List the batch jobs submitted to run pilots, with the scheduler's state and message."`
+}
+
+// PilotCancelCmd cancels a pilot's batch job.
+type PilotCancelCmd struct {
+	ID  int64 `arg:"" help:"Pilot id (or, with --job, pilot job id as 'pilot jobs' lists it)."`
+	Job bool  `help:"ID is a pilot job: cancel all its pilots."`
+}
+
+// Run cancels.
+func (c *PilotCancelCmd) Run(e *Env) error {
+	if c.Job {
+		j, err := e.Client.PilotJobCancel(e.Ctx, c.ID)
+		if err != nil {
+			return err
+		}
+		if e.JSON {
+			return printJSON(e.Out, j)
+		}
+		_, err = fmt.Fprintf(e.Out, "pilot job %d (%s job %s) cancelled\n", j.ID, j.Site, j.JobID)
+		return err
+	}
+	p, err := e.Client.PilotCancel(e.Ctx, c.ID)
+	if err != nil {
+		return err
+	}
+	if e.JSON {
+		return printJSON(e.Out, p)
+	}
+	_, err = fmt.Fprintf(e.Out, "pilot %d (%s job %s) cancelled\n", p.ID, p.Site, p.JobID)
+	return err
+}
+
+// PilotJobsCmd lists pilot jobs.
+type PilotJobsCmd struct {
+	Site   string `help:"Only jobs of this site."`
+	AppID  int64  `name:"app-id" help:"Only jobs serving this app."`
+	Active bool   `help:"Only jobs that have not ended."`
+}
+
+// Run lists.
+func (c *PilotJobsCmd) Run(e *Env) error {
+	js, err := e.Client.PilotJobList(e.Ctx, c.Site, c.AppID, c.Active)
+	if err != nil {
+		return err
+	}
+	if e.JSON {
+		return printJSON(e.Out, js)
+	}
+	rows := make([][]string, len(js))
+	for i, j := range js {
+		rows[i] = []string{strconv.FormatInt(j.ID, 10), j.Site, strconv.FormatInt(j.AppID, 10), orDash(j.JobID),
+			strconv.Itoa(j.Count), j.State, orDash(j.Native), j.SubmittedAt.Local().Format("2006-01-02 15:04:05"), orDash(j.Reason)}
+	}
+	return table(e.Out, "ID\tSITE\tAPP\tJOB\tPILOTS\tSTATE\tNATIVE\tSUBMITTED\tREASON", rows)
 }
 
 // PilotListCmd lists pilots.

@@ -14,7 +14,7 @@ import (
 type PilotRunCmd struct {
 	AppID      int64         `name:"app-id" env:"SCALEBOX_APP_ID" required:"" help:"App whose modules this pilot serves."`
 	Slots      []string      `help:"Slots per module, e.g. calc:4,router:1 (default: 1 for every module)." sep:","`
-	Site       string        `env:"SCALEBOX_SITE" default:"local" help:"Site this pilot belongs to."`
+	Site       string        `env:"SCALEBOX_SITE" help:"Site this pilot belongs to (default local). Given, and without --slots, the pilot serves only the modules of this site and those naming none."`
 	Host       string        `env:"SCALEBOX_HOST" help:"Host name reported to the broker (default: the machine's)."`
 	Scratch    string        `env:"SCALEBOX_SCRATCH" help:"Parent of per-attempt work dirs (default: $SLURM_TMPDIR, $TMPDIR, /tmp)." type:"path"`
 	KeepFailed bool          `name:"keep-failed" help:"Keep the work dirs of failed attempts."`

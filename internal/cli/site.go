@@ -15,9 +15,30 @@ import (
 
 // SiteCmd groups site commands.
 type SiteCmd struct {
-	Put  SitePutCmd  `cmd:"" help:"Register or replace a site from its YAML definition."`
-	List SiteListCmd `cmd:"" help:"List sites."`
-	Show SiteShowCmd `cmd:"" help:"Show a site's definition."`
+	Put    SitePutCmd    `cmd:"" help:"Register or replace a site from its YAML definition."`
+	List   SiteListCmd   `cmd:"" help:"List sites."`
+	Show   SiteShowCmd   `cmd:"" help:"Show a site's definition and its provisioning state."`
+	Submit SiteSubmitCmd `cmd:"" help:"Submit pilots to a batch site now (one job array), through the broker's provisioner."`
+}
+
+// SiteSubmitCmd submits pilots.
+type SiteSubmitCmd struct {
+	Name  string `arg:"" help:"Registered site name."`
+	AppID int64  `name:"app-id" env:"APP_ID" required:"" help:"App the pilots serve."`
+	Count int    `default:"1" help:"Pilots: more than one makes a job array."`
+}
+
+// Run submits.
+func (c *SiteSubmitCmd) Run(e *Env) error {
+	j, err := e.Client.SiteSubmit(e.Ctx, c.Name, &api.SiteSubmitRequest{AppID: c.AppID, Count: c.Count})
+	if err != nil {
+		return err
+	}
+	if e.JSON {
+		return printJSON(e.Out, j)
+	}
+	_, err = fmt.Fprintf(e.Out, "pilot job %d: %s job %s, %d pilot(s) for app %d\n", j.ID, j.Site, j.JobID, j.Count, j.AppID)
+	return err
 }
 
 // SitePutCmd registers a site.

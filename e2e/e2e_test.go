@@ -32,6 +32,8 @@ import (
 	"github.com/scalebox-hpc/scalebox/api"
 	"github.com/scalebox-hpc/scalebox/batch"
 	"github.com/scalebox-hpc/scalebox/broker"
+	"github.com/scalebox-hpc/scalebox/provision"
+	"github.com/scalebox-hpc/scalebox/store"
 	"github.com/scalebox-hpc/scalebox/store/sqlite"
 )
 
@@ -177,10 +179,30 @@ type env struct {
 // listener on 127.0.0.1 (batch jobs are other processes), auth off.
 func newBroker(t *testing.T, cfg broker.Config) *env {
 	t.Helper()
+	return startBroker(t, cfg, nil)
+}
+
+// newProvisionedBroker is newBroker with a provisioner over the same store;
+// the test runs its cycles (prov.Run or prov.Cycle).
+func newProvisionedBroker(t *testing.T, cfg broker.Config, pcfg provision.Config) (*env, *provision.Provisioner) {
+	t.Helper()
+	var p *provision.Provisioner
+	e := startBroker(t, cfg, func(st store.Store) broker.Provisioner {
+		p = provision.New(st, pcfg, zaptest.NewLogger(t).Named("provision"))
+		return p
+	})
+	return e, p
+}
+
+func startBroker(t *testing.T, cfg broker.Config, prov func(store.Store) broker.Provisioner) *env {
+	t.Helper()
 	ctx := t.Context()
 	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "s.db"))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = st.Close() })
+	if prov != nil {
+		cfg.Provisioner = prov(st)
+	}
 	b := broker.New(st, cfg, zaptest.NewLogger(t).Named("broker"))
 	require.NoError(t, b.Start(context.Background()))
 	srv := httptest.NewServer(b.Handler()) // listens on 127.0.0.1
@@ -217,13 +239,19 @@ func appVars(t *testing.T, over map[string]string) map[string]string {
 	return vars
 }
 
-// createPrimes creates app-primes as it is, with start task 1000.
-func (e *env) createPrimes(t *testing.T, tag string) *api.App {
+// createPrimes creates app-primes as it is, with start task 1000, its
+// modules on site `local` or on the site named by a CLUSTER variable.
+func (e *env) createPrimes(t *testing.T, tag string, vars ...string) *api.App {
 	t.Helper()
 	yml, err := os.ReadFile(repoPath("examples/app-primes/app.yaml"))
 	require.NoError(t, err)
+	over := map[string]string{"TAG": tag}
+	for _, kv := range vars {
+		k, v, _ := strings.Cut(kv, "=")
+		over[k] = v
+	}
 	a, err := e.client.AppCreate(e.ctx, &api.AppCreateRequest{YAML: string(yml), Filename: "app.yaml",
-		Vars: appVars(t, map[string]string{"TAG": tag}), StartTasks: map[string][]string{"mr-module": {"1000"}}})
+		Vars: appVars(t, over), StartTasks: map[string][]string{"mr-module": {"1000"}}})
 	require.NoError(t, err)
 	return a
 }
@@ -252,20 +280,26 @@ func (e *env) createSlowPrimes(t *testing.T, tag string) *api.App {
 	return a
 }
 
+// jobEnv is the environment of a pilot job: no token (auth is off), the
+// test's own HOME and scratch, the race detector halting on a race.
+func (e *env) jobEnv(t *testing.T) map[string]string {
+	return map[string]string{
+		"HOME":                e.dir,
+		"PATH":                filepath.Dir(scaleboxBinary(t)) + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"SCALEBOX_TOKEN":      "",
+		"SCALEBOX_TOKEN_FILE": filepath.Join(e.dir, "no-token"),
+		"SCALEBOX_SCRATCH":    filepath.Join(e.dir, "scratch"),
+		"GORACE":              "halt_on_error=1 atexit_sleep_ms=0",
+	}
+}
+
 // pilotSpec is the job of `scalebox pilot run` for app appID.
 func (e *env) pilotSpec(t *testing.T, name string, appID int64, slots string, extraArgs []string, jobEnv map[string]string) *batch.JobSpec {
 	t.Helper()
 	bin := scaleboxBinary(t)
 	cmd := append([]string{bin, "--broker", e.url, "pilot", "run", "--app-id", strconv.FormatInt(appID, 10),
 		"--slots", slots, "--max-idle", "5s", "--log-level", "debug"}, extraArgs...)
-	envs := map[string]string{
-		"HOME":                e.dir,
-		"PATH":                filepath.Dir(bin) + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-		"SCALEBOX_TOKEN":      "",
-		"SCALEBOX_TOKEN_FILE": filepath.Join(e.dir, "no-token"),
-		"SCALEBOX_SCRATCH":    filepath.Join(e.dir, "scratch"),
-		"GORACE":              "halt_on_error=1 atexit_sleep_ms=0",
-	}
+	envs := e.jobEnv(t)
 	for k, v := range jobEnv {
 		envs[k] = v
 	}

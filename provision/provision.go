@@ -553,7 +553,8 @@ func outputTail(dir, jobID string, n int) string {
 		if len(b) > n {
 			b = b[len(b)-n:]
 		}
-		out = append(out, strings.Join(strings.Fields(strings.ReplaceAll(string(b), "\n", " | ")), " "))
+		text := strings.Join(strings.Fields(strings.ReplaceAll(strings.TrimSpace(string(b)), "\n", " | ")), " ")
+		out = append(out, text)
 	}
 	return strings.Join(out, " || ")
 }

@@ -43,8 +43,10 @@ type Spec struct {
 type Engine interface {
 	// Name is the engine's name: "apptainer", "singularity", "podman", "docker".
 	Name() string
-	// Command returns the argv (Command[0] is the engine binary) that runs
-	// s in the foreground. It fails with a clear message for a Spec the
-	// engine (or its version) cannot express.
-	Command(s *Spec) ([]string, error)
+	// Command returns the argv (argv[0] is the engine binary) that runs s
+	// in the foreground, and env, variables to add to the engine process's
+	// own environment (Apptainer takes the container's variables as
+	// APPTAINERENV_K=V there; podman/docker return nil). It fails with a
+	// clear message for a Spec the engine (or its version) cannot express.
+	Command(s *Spec) (argv, env []string, err error)
 }

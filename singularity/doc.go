@@ -6,7 +6,7 @@
 //   - Tool detection: [Detect] finds apptainer (else singularity) on PATH or
 //     at a configured path, runs "<bin> --version" through a [Runner] seam
 //     and parses the flavour and version with the pure [ParseVersion].
-//   - Command rendering: [Tool] implements container.Engine. [Tool.CommandEnv]
+//   - Command rendering: [Tool] implements container.Engine. [Tool.Command]
 //     renders "<bin> exec …" and the environment the engine process needs:
 //     a container's variables travel as APPTAINERENV_/SINGULARITYENV_
 //     variables of the engine process, never as --env arguments (Apptainer

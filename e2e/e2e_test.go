@@ -16,13 +16,10 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -32,6 +29,7 @@ import (
 	"github.com/scalebox-hpc/scalebox/api"
 	"github.com/scalebox-hpc/scalebox/batch"
 	"github.com/scalebox-hpc/scalebox/broker"
+	"github.com/scalebox-hpc/scalebox/internal/testenv"
 	"github.com/scalebox-hpc/scalebox/provision"
 	"github.com/scalebox-hpc/scalebox/store"
 	"github.com/scalebox-hpc/scalebox/store/sqlite"
@@ -39,130 +37,19 @@ import (
 
 // ---------------------------------------------------------------------------
 // Test binary set-up: the scalebox binary and the Slurm cluster, each made
-// once, on first use, and removed/stopped by TestMain.
-
-var (
-	binOnce sync.Once
-	binDir  string
-	binErr  error
-
-	cluster struct {
-		once    sync.Once
-		skip    string // why the Slurm tests skip
-		missing string // binaries missing (fail unless SCALEBOX_SKIP_SLURM=1)
-		dir     string
-		env     []string
-		err     error
-		started time.Duration
-	}
-)
+// once, on first use (internal/testenv), and removed/stopped by TestMain.
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if cluster.dir != "" {
-		script := repoPath("scripts/slurm-cluster.sh")
-		if out, err := exec.Command(script, "stop", cluster.dir).CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "%s stop: %v\n%s", script, err, out)
-		}
-		_ = os.RemoveAll(cluster.dir)
-	}
-	if binDir != "" {
-		_ = os.RemoveAll(binDir)
-	}
+	testenv.Cleanup()
 	os.Exit(code)
 }
 
-func repoPath(rel string) string {
-	p, err := filepath.Abs(filepath.Join("..", rel))
-	if err != nil {
-		panic(err)
-	}
-	return p
-}
+func repoPath(rel string) string { return testenv.Repo(rel) }
 
-// scaleboxBinary builds ./cmd/scalebox once, with -race when the tests run
-// with it (a race in a pilot then shows in its job's output).
-func scaleboxBinary(t *testing.T) string {
-	t.Helper()
-	binOnce.Do(func() {
-		// Not under /tmp's per-test dirs: Slurm and PBS jobs exec it.
-		binDir, binErr = os.MkdirTemp("", "scalebox-e2e-bin-")
-		if binErr != nil {
-			return
-		}
-		args := []string{"build", "-o", binDir + "/"}
-		cgo := "CGO_ENABLED=0"
-		if raceEnabled() {
-			args, cgo = append(args, "-race"), "CGO_ENABLED=1"
-		}
-		build := exec.Command("go", append(args, "./cmd/scalebox")...)
-		build.Dir = repoPath("")
-		build.Env = append(os.Environ(), cgo)
-		if out, err := build.CombinedOutput(); err != nil {
-			binErr = fmt.Errorf("go build: %w\n%s", err, out)
-		}
-	})
-	require.NoError(t, binErr)
-	return filepath.Join(binDir, "scalebox")
-}
+func scaleboxBinary(t *testing.T) string { return testenv.Scalebox(t) }
 
-func raceEnabled() bool {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return false
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "-race" {
-			return s.Value == "true"
-		}
-	}
-	return false
-}
-
-// slurmCluster starts the test binary's Slurm cluster on first use and
-// returns the environment of its clients (SLURM_CONF).
-func slurmCluster(t *testing.T) []string {
-	t.Helper()
-	cluster.once.Do(func() {
-		var missing []string
-		for _, b := range []string{"slurmctld", "slurmd", "sbatch", "squeue", "scancel", "munged", "mungekey"} {
-			if _, err := exec.LookPath(b); err != nil {
-				missing = append(missing, b)
-			}
-		}
-		if len(missing) > 0 {
-			msg := fmt.Sprintf("Slurm binaries missing (%s): apt-get install -y slurmctld slurmd slurm-client munge", strings.Join(missing, ", "))
-			if os.Getenv("SCALEBOX_SKIP_SLURM") == "1" {
-				cluster.skip = msg + "; SCALEBOX_SKIP_SLURM=1"
-			} else {
-				cluster.missing = msg + " (or set SCALEBOX_SKIP_SLURM=1 to skip the Slurm tests)"
-			}
-			return
-		}
-		dir, err := os.MkdirTemp("", "scalebox-e2e-slurm-")
-		if err != nil {
-			cluster.err = err
-			return
-		}
-		cluster.dir = dir
-		script := repoPath("scripts/slurm-cluster.sh")
-		t0 := time.Now()
-		if out, err := exec.Command(script, "start", dir).CombinedOutput(); err != nil {
-			cluster.err = fmt.Errorf("%s start: %w\n%s", script, err, out)
-			return
-		}
-		cluster.started = time.Since(t0)
-		cluster.env = append(os.Environ(), "SLURM_CONF="+filepath.Join(dir, "slurm.conf"))
-	})
-	if cluster.skip != "" {
-		t.Skip(cluster.skip)
-	}
-	if cluster.missing != "" {
-		t.Fatal(cluster.missing)
-	}
-	require.NoError(t, cluster.err)
-	return cluster.env
-}
+func slurmCluster(t *testing.T) []string { return testenv.SlurmCluster(t) }
 
 // ---------------------------------------------------------------------------
 // The broker and app-primes.

@@ -18,7 +18,7 @@ import (
 // pbsJobEnv puts the double's qstat on the pilots' PATH (a pilot reads its
 // walltime end with qstat).
 func pbsJobEnv(e *env, srv *pbstest.Server, extra map[string]string) map[string]string {
-	m := map[string]string{"PATH": srv.Bin + ":" + binDir + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	m := map[string]string{"PATH": srv.Bin + ":" + filepath.Dir(scaleboxBinary(e.t)) + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	for k, v := range extra {
 		m[k] = v
 	}

@@ -270,7 +270,9 @@ func (s *Spec) JobSpec(appID int64, count int) (*batch.JobSpec, error) {
 		secs, _ := appspec.ParseDurationSeconds(s.Pilot.Walltime)
 		j.Walltime = time.Duration(secs) * time.Second
 		// Slurm sends SIGUSR1 this long before the end; the pilot drains on it.
-		j.SignalMargin = min(max(j.Walltime/20, time.Minute), 10*time.Minute)
+		// A twentieth of the walltime, 1–10 minutes, but never more than a
+		// quarter of a short job.
+		j.SignalMargin = min(max(j.Walltime/20, time.Minute), 10*time.Minute, j.Walltime/4)
 	}
 	return j, nil
 }

@@ -30,14 +30,14 @@ import (
 )
 
 type options struct {
-	path     string
-	labels   map[string]string
-	deffile  string
-	arch     string
-	fs       sif.FSType
-	part     sif.PartType
-	id       string
-	created  time.Time
+	path    string
+	labels  map[string]string
+	deffile string
+	arch    string
+	fs      sif.FSType
+	part    sif.PartType
+	id      string
+	created time.Time
 }
 
 // Option changes how BuildSIF builds an image.

@@ -18,10 +18,19 @@ import (
 
 	"github.com/scalebox-hpc/scalebox/api"
 	"github.com/scalebox-hpc/scalebox/internal/pgtest"
+	"github.com/scalebox-hpc/scalebox/internal/testenv"
 	"github.com/scalebox-hpc/scalebox/pilot/executor"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testenv.Cleanup() // the Slurm cluster of BenchmarkSlurmArrayVsPilots
+	if err := pgtest.Stop(); err != nil && code == 0 {
+		fmt.Fprintf(os.Stderr, "pgtest: %v\n", err)
+		code = 1
+	}
+	os.Exit(code)
+}
 
 // Knobs (environment variables), with their defaults.
 var (

@@ -67,6 +67,41 @@ func TestAppPrimesThroughPBSDouble(t *testing.T) {
 		t.Logf("jobs completed after %v", time.Since(t0))
 	})
 
+	t.Run("qdel", func(t *testing.T) {
+		t.Parallel()
+		t0 := time.Now()
+		e := newBroker(t, broker.Config{LeaseTTL: 2 * time.Second})
+		srv := pbstest.New(t, "PBS_DOUBLE_KILL_DELAY=2", "HOME="+e.dir)
+		s := pbs.New(srv.Exec(), pbs.WithHistory(true), pbs.WithScriptDir(e.dir))
+		a := e.createSlowPrimes(t, "pbs-qdel")
+		checkJobLogs(t, filepath.Join(e.dir, "sbx-*"))
+
+		// qdel of a pilot while its calc task (a minute long) runs: the
+		// task goes back as infra, never charged to retry_rules.
+		first := e.pilotSpec(t, "sbx-deleted", a.ID, "my-module:1,mr-module:1", []string{"--grace", "1s"},
+			pbsJobEnv(e, srv, map[string]string{"CALC_SLEEP": "60"}))
+		id1, err := s.Submit(e.ctx, first)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = s.Cancel(context.Background(), id1) })
+		victim := e.runningCalc(t, a.ID, 30*time.Second)
+		t.Logf("task %d (%s) running on pilot %d after %v: qdel %s", victim.ID, victim.Body, victim.PilotID, time.Since(t0), id1)
+		require.NoError(t, s.Cancel(e.ctx, id1))
+
+		second := e.pilotSpec(t, "sbx-second", a.ID, "my-module:2,mr-module:1", nil,
+			pbsJobEnv(e, srv, map[string]string{"CALC_SLEEP": "0.2"}))
+		id2, err := s.Submit(e.ctx, second)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = s.Cancel(context.Background(), id2) })
+
+		e.appDone(t, a.ID, primesDone, 60*time.Second)
+		t.Logf("app done after %v", time.Since(t0))
+		require.EqualValues(t, 168, e.semaphore(t, a.ID))
+		e.checkInterrupted(t, a.ID, victim.ID)
+		res := waitFinal(t, s, []batch.JobID{id1, id2}, 40*time.Second)
+		require.Equal(t, batch.Cancelled, res[id1].State, "%+v", res[id1])
+		require.Equal(t, batch.Completed, res[id2].State, "%+v", res[id2])
+	})
+
 	t.Run("walltime", func(t *testing.T) {
 		t.Parallel()
 		t0 := time.Now()

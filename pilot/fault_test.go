@@ -14,11 +14,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,6 +26,7 @@ import (
 
 	"github.com/scalebox-hpc/scalebox/api"
 	"github.com/scalebox-hpc/scalebox/broker"
+	"github.com/scalebox-hpc/scalebox/internal/testenv"
 )
 
 // faultTTL is the lease TTL of the fault tests: short, so that a dead
@@ -35,61 +34,15 @@ import (
 // heartbeat every TTL/3).
 const faultTTL = 2 * time.Second
 
-var scalebox struct {
-	once sync.Once
-	dir  string
-	path string
-	err  error
-}
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if scalebox.dir != "" {
-		_ = os.RemoveAll(scalebox.dir)
-	}
+	testenv.Cleanup()
 	os.Exit(code)
 }
 
-// scaleboxBinary builds ./cmd/scalebox once per test binary, with -race
-// when the tests run with it (a data race in a pilot then shows in its log).
-func scaleboxBinary(t *testing.T) string {
-	t.Helper()
-	scalebox.once.Do(func() {
-		dir, err := os.MkdirTemp("", "scalebox-fault-bin-")
-		if err != nil {
-			scalebox.err = err
-			return
-		}
-		scalebox.dir = dir
-		args := []string{"build", "-o", dir + "/"}
-		cgo := "CGO_ENABLED=0"
-		if raceEnabled() {
-			args, cgo = append(args, "-race"), "CGO_ENABLED=1"
-		}
-		build := exec.Command("go", append(args, "../cmd/scalebox")...)
-		build.Env = append(os.Environ(), cgo)
-		if out, err := build.CombinedOutput(); err != nil {
-			scalebox.err = fmt.Errorf("go build: %w\n%s", err, out)
-			return
-		}
-		scalebox.path = filepath.Join(dir, "scalebox")
-	})
-	require.NoError(t, scalebox.err)
-	return scalebox.path
-}
-
-func raceEnabled() bool {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return false
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "-race" {
-			return s.Value == "true"
-		}
-	}
-	return false
-}
+// scaleboxBinary builds ./cmd/scalebox once per test binary (with -race when
+// the tests run with it: a data race in a pilot then shows in its log).
+func scaleboxBinary(t *testing.T) string { return testenv.Scalebox(t) }
 
 // pilotProc is a `scalebox pilot run` process in a process group of its own.
 type pilotProc struct {

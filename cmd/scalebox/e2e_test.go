@@ -41,7 +41,7 @@ func TestScaleboxRunAppPrimes(t *testing.T) {
 	require.NoError(t, run.Run(), "stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
 	require.Contains(t, stdout.String(), `{"app_id":1}`)
 	require.Regexp(t, `my-module\s+local\s+OK=10\n`, stdout.String())
-	require.Regexp(t, `mr-module\s+-\s+OK=11\n`, stdout.String())
+	require.Regexp(t, `mr-module\s+local\s+OK=11\n`, stdout.String())
 
 	// The store kept everything: serve it again and read the result.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -5,7 +5,7 @@ BIN   ?= bin
 PKGS  ?= ./...
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X github.com/scalebox-hpc/scalebox/internal/cli.Version=$(VERSION)
-STATICCHECK_VERSION ?= 2026.2.2
+STATICCHECK_VERSION ?= v0.8.2
 
 .PHONY: help build test test-short lint bench demo clean
 

@@ -1,9 +1,9 @@
 package slurm
 
-// Integration tests against a real single-node Slurm cluster, started by
-// TestMain with scripts/slurm-cluster.sh in a temporary directory. Without
-// the Slurm binaries the package fails, unless SCALEBOX_SKIP_SLURM=1 (then
-// the integration tests skip and say why). The walltime test takes over a
+// Integration tests against a real single-node Slurm cluster, started on
+// first use by internal/testenv with scripts/slurm-cluster.sh in a
+// temporary directory. Without the Slurm binaries the tests fail, unless
+// SCALEBOX_SKIP_SLURM=1 (then they skip and say why). The walltime test takes over a
 // minute (Slurm enforces limits late): it runs only with
 // SCALEBOX_SLURM_WALLTIME=1 and without -short.
 
@@ -22,57 +22,13 @@ import (
 	"time"
 
 	"github.com/scalebox-hpc/scalebox/batch"
+	"github.com/scalebox-hpc/scalebox/internal/testenv"
 )
 
-var cluster struct {
-	dir     string // the cluster's directory
-	env     []string
-	skip    string // why integration tests skip
-	started time.Duration
-}
-
 func TestMain(m *testing.M) {
-	os.Exit(runMain(m))
-}
-
-func runMain(m *testing.M) int {
-	var missing []string
-	for _, b := range []string{"slurmctld", "slurmd", "sbatch", "squeue", "scancel", "munged", "mungekey"} {
-		if _, err := exec.LookPath(b); err != nil {
-			missing = append(missing, b)
-		}
-	}
-	if len(missing) > 0 {
-		msg := fmt.Sprintf("Slurm binaries missing (%s): apt-get install -y slurmctld slurmd slurm-client munge", strings.Join(missing, ", "))
-		if os.Getenv("SCALEBOX_SKIP_SLURM") != "1" {
-			fmt.Fprintln(os.Stderr, "FAIL: "+msg+" (or set SCALEBOX_SKIP_SLURM=1 to skip the Slurm integration tests)")
-			return 1
-		}
-		cluster.skip = msg + "; SCALEBOX_SKIP_SLURM=1"
-		return m.Run()
-	}
-	dir, err := os.MkdirTemp("", "scalebox-slurm-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	script, _ := filepath.Abs("../scripts/slurm-cluster.sh")
-	t0 := time.Now()
-	if out, err := exec.Command(script, "start", dir).CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "FAIL: %s start: %v\n%s", script, err, out)
-		exec.Command(script, "stop", dir).Run()
-		return 1
-	}
-	cluster.started = time.Since(t0)
-	defer func() {
-		if out, err := exec.Command(script, "stop", dir).CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "%s stop: %v\n%s", script, err, out)
-		}
-	}()
-	cluster.dir = dir
-	cluster.env = append(os.Environ(), "SLURM_CONF="+filepath.Join(dir, "slurm.conf"))
-	return m.Run()
+	code := m.Run()
+	testenv.Cleanup()
+	os.Exit(code)
 }
 
 // counting is a Commander that counts the commands it runs.
@@ -97,10 +53,7 @@ func (c *counting) count(name string) int {
 
 func realScheduler(t *testing.T) (*Scheduler, *counting) {
 	t.Helper()
-	if cluster.skip != "" {
-		t.Skip(cluster.skip)
-	}
-	c := &counting{Commander: batch.Exec{Env: cluster.env}, n: map[string]int{}}
+	c := &counting{Commander: batch.Exec{Env: testenv.SlurmCluster(t)}, n: map[string]int{}}
 	return New(c), c
 }
 
@@ -136,7 +89,7 @@ func final(st batch.JobStatus) bool { return st.State.Final() }
 
 func TestSlurmCluster(t *testing.T) {
 	s, cmds := realScheduler(t)
-	t.Logf("cluster started in %v", cluster.started)
+	t.Logf("cluster started in %v", testenv.SlurmStarted())
 	dir := t.TempDir()
 
 	t.Run("complete", func(t *testing.T) {
@@ -168,7 +121,7 @@ func TestSlurmCluster(t *testing.T) {
 			t.Errorf("output %q, %v", got, err)
 		}
 		// sbatch read the quoted job name back intact
-		jn, _, err := batch.Exec{Env: cluster.env}.Run(t.Context(), "squeue", []string{"-h", "-t", "all", "-j", string(id), "-o", "%j"}, nil)
+		jn, _, err := batch.Exec{Env: testenv.SlurmCluster(t)}.Run(t.Context(), "squeue", []string{"-h", "-t", "all", "-j", string(id), "-o", "%j"}, nil)
 		if err != nil || strings.TrimSpace(string(jn)) != name {
 			t.Errorf("job name %q, %v; want %q", jn, err, name)
 		}
@@ -259,7 +212,7 @@ while [ ! -e "$ENVDIR/release" ]; do sleep 0.2; done`},
 		}
 
 		env := readEnv(t, filepath.Join(envDir, "env.1"))
-		a, ok, err := DetectAllocation(func(k string) string { return env[k] }, batch.Exec{Env: cluster.env})
+		a, ok, err := DetectAllocation(func(k string) string { return env[k] }, batch.Exec{Env: testenv.SlurmCluster(t)})
 		if err != nil || !ok {
 			t.Fatalf("DetectAllocation: %v %v", ok, err)
 		}
@@ -332,19 +285,17 @@ while [ ! -e "$ENVDIR/release" ]; do sleep 0.2; done`},
 
 // TestSlurmClusterScript checks the script's idempotent start, status and env.
 func TestSlurmClusterScript(t *testing.T) {
-	if cluster.skip != "" {
-		t.Skip(cluster.skip)
-	}
+	dir := testenv.SlurmDir(t)
 	script, _ := filepath.Abs("../scripts/slurm-cluster.sh")
-	out, err := exec.Command(script, "start", cluster.dir).CombinedOutput()
+	out, err := exec.Command(script, "start", dir).CombinedOutput()
 	if err != nil || !bytes.Contains(out, []byte("already running")) {
 		t.Errorf("second start: %v %s", err, out)
 	}
-	if out, err := exec.Command(script, "status", cluster.dir).CombinedOutput(); err != nil {
+	if out, err := exec.Command(script, "status", dir).CombinedOutput(); err != nil {
 		t.Errorf("status: %v %s", err, out)
 	}
-	out, err = exec.Command(script, "env", cluster.dir).Output()
-	if want := "export SLURM_CONF=" + filepath.Join(cluster.dir, "slurm.conf") + "\n"; err != nil || string(out) != want {
+	out, err = exec.Command(script, "env", dir).Output()
+	if want := "export SLURM_CONF=" + filepath.Join(dir, "slurm.conf") + "\n"; err != nil || string(out) != want {
 		t.Errorf("env: %q %v, want %q", out, err, want)
 	}
 }

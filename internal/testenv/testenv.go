@@ -141,6 +141,17 @@ func SlurmCluster(tb testing.TB) []string {
 	return cluster.env
 }
 
+// SlurmDir starts the cluster as SlurmCluster does and returns its
+// directory (the argument of scripts/slurm-cluster.sh).
+func SlurmDir(tb testing.TB) string {
+	tb.Helper()
+	SlurmCluster(tb)
+	return cluster.dir
+}
+
+// SlurmStarted is how long the cluster took to start (0 before it has).
+func SlurmStarted() time.Duration { return cluster.started }
+
 // Cleanup stops the Slurm cluster and removes the built binary.
 func Cleanup() {
 	if cluster.dir != "" {

@@ -4,7 +4,7 @@
 // It has four parts:
 //
 //   - Tool detection: [Detect] finds apptainer (else singularity) on PATH or
-//     at a configured path, runs "<bin> --version" through a [Runner] seam
+//     at a configured path, runs "<bin> --version" through a batch.Commander seam
 //     and parses the flavour and version with the pure [ParseVersion].
 //   - Command rendering: [Tool] implements container.Engine. [Tool.Command]
 //     renders "<bin> exec …" and the environment the engine process needs:

@@ -1,72 +1,15 @@
 package singularity
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"strings"
+
+	"github.com/scalebox-hpc/scalebox/batch"
 )
-
-// Runner runs a program: the seam between this package and processes.
-// argv[0] is the program (a path or a name looked up on PATH). A Runner
-// returns a *CommandError when the program ran and exited non-zero.
-type Runner interface {
-	Run(ctx context.Context, argv []string) (stdout, stderr []byte, err error)
-}
-
-// RunnerFunc adapts a function to Runner.
-type RunnerFunc func(ctx context.Context, argv []string) (stdout, stderr []byte, err error)
-
-// Run implements Runner.
-func (f RunnerFunc) Run(ctx context.Context, argv []string) ([]byte, []byte, error) {
-	return f(ctx, argv)
-}
-
-// ExecRunner runs programs as processes. Env, if not nil, replaces the
-// environment of the process.
-type ExecRunner struct {
-	Env []string
-}
-
-// CommandError is a program that ran and exited non-zero.
-type CommandError struct {
-	Argv     []string
-	ExitCode int
-	Stderr   string
-}
-
-func (e *CommandError) Error() string {
-	msg := strings.TrimSpace(e.Stderr)
-	if msg == "" {
-		msg = "no message on stderr"
-	}
-	return fmt.Sprintf("%s exited %d: %s", strings.Join(e.Argv, " "), e.ExitCode, clip(msg, 2000))
-}
-
-// Run implements Runner.
-func (x ExecRunner) Run(ctx context.Context, argv []string) ([]byte, []byte, error) {
-	if len(argv) == 0 {
-		return nil, nil, errors.New("run: empty command line")
-	}
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	if x.Env != nil {
-		cmd.Env = x.Env
-	}
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return out.Bytes(), errb.Bytes(), &CommandError{Argv: argv, ExitCode: ee.ExitCode(), Stderr: errb.String()}
-	}
-	if err != nil {
-		return out.Bytes(), errb.Bytes(), fmt.Errorf("run %s: %w", argv[0], err)
-	}
-	return out.Bytes(), errb.Bytes(), nil
-}
 
 // ErrNotFound is returned by Detect when no container tool is available.
 var ErrNotFound = errors.New("neither apptainer nor singularity found on PATH: install Apptainer (or SingularityCE) or configure the tool's path")
@@ -76,8 +19,8 @@ type Config struct {
 	// Path is an explicit apptainer or singularity binary; "" looks up
 	// apptainer, then singularity, on PATH.
 	Path string
-	// Runner runs the tool; nil runs processes (ExecRunner{}).
-	Runner Runner
+	// Commander runs the tool; nil runs processes (batch.Exec{}).
+	Commander batch.Commander
 	// LookPath finds a program on PATH; nil is exec.LookPath.
 	LookPath func(name string) (string, error)
 }
@@ -87,15 +30,15 @@ type Config struct {
 type Tool struct {
 	path   string
 	info   Info
-	runner Runner
+	runner batch.Commander
 }
 
 // Detect finds the container tool, runs "<bin> --version" and checks that
 // the version is supported.
 func Detect(ctx context.Context, cfg Config) (*Tool, error) {
-	runner := cfg.Runner
+	runner := cfg.Commander
 	if runner == nil {
-		runner = ExecRunner{}
+		runner = batch.Exec{}
 	}
 	lookPath := cfg.LookPath
 	if lookPath == nil {
@@ -121,7 +64,7 @@ func Detect(ctx context.Context, cfg Config) (*Tool, error) {
 			return nil, ErrNotFound
 		}
 	}
-	stdout, stderr, err := runner.Run(ctx, []string{path, "--version"})
+	stdout, stderr, err := runner.Run(ctx, path, []string{"--version"}, nil)
 	if err != nil {
 		return nil, fmt.Errorf("container tool %s: %w", path, err)
 	}
@@ -141,9 +84,9 @@ func Detect(ctx context.Context, cfg Config) (*Tool, error) {
 
 // NewTool returns a Tool for a binary whose version is already known (from
 // configuration or a test). runner nil runs processes.
-func NewTool(path string, info Info, runner Runner) *Tool {
+func NewTool(path string, info Info, runner batch.Commander) *Tool {
 	if runner == nil {
-		runner = ExecRunner{}
+		runner = batch.Exec{}
 	}
 	return &Tool{path: path, info: info, runner: runner}
 }
@@ -174,8 +117,7 @@ func (t *Tool) Pull(ctx context.Context, dest, ref string) error {
 	if !img.Kind.Remote() {
 		return imageErr(ref, ErrBadRef, "pull needs a docker://, oras:// or library:// reference, not a local %s", img.Kind)
 	}
-	argv := []string{t.path, "pull", dest, ref}
-	if _, _, err := t.runner.Run(ctx, argv); err != nil {
+	if _, _, err := t.runner.Run(ctx, t.path, []string{"pull", dest, ref}, nil); err != nil {
 		return fmt.Errorf("pull %s with %s: %w", ref, t.info, err)
 	}
 	return nil

@@ -31,6 +31,7 @@ type Spec struct {
 	Argv    []string // program and arguments inside the container
 	GPU     string   // GPUNone, GPUNvidia, GPUAMD
 	Network bool     // false: no network (podman/docker --network=none; apptainer keeps the host's, it has no netns by default)
+	Stdin   bool     // keep the container's stdin open: podman/docker -i; Apptainer always passes stdin
 
 	CleanEnv      bool     // apptainer --cleanenv (podman/docker never inherit the host env)
 	ContainAll    bool     // apptainer --containall

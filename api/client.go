@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -22,10 +23,20 @@ type Client struct {
 }
 
 // NewClient returns a client for the broker at base (e.g.
-// "http://127.0.0.1:8080"); token may be empty when auth is off.
+// "http://127.0.0.1:8080"); token may be empty when auth is off. A base
+// "unix:///path/to.sock" talks HTTP over that unix socket: a task inside a
+// container without a network reaches its pilot that way.
 func NewClient(base, token string) *Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 64
+	if sock, ok := strings.CutPrefix(base, "unix://"); ok {
+		var d net.Dialer
+		tr.Proxy = nil
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, "unix", sock)
+		}
+		base = "http://localhost"
+	}
 	return &Client{
 		base:  strings.TrimRight(base, "/"),
 		token: token,

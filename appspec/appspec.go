@@ -104,13 +104,23 @@ type Resources struct {
 // slot_on_head (Gen 2), parameter slot_on_head: yes or schedule_mode: HEAD
 // (Gen 1).
 func (m *Module) SlotOnHead() bool {
-	for _, o := range splitList(m.Arguments[keySlotOptions] + "," + m.Parameters[keySlotOptions]) {
-		if o == "slot_on_head" {
+	return m.HasSlotOption("slot_on_head") || isYes(m.Parameters["slot_on_head"]) || strings.EqualFold(m.Parameters[keyScheduleMode], "HEAD")
+}
+
+// HasSlotOption reports whether the module's slot_options (argument or
+// parameter) list o, e.g. "disable_local_mapping".
+func (m *Module) HasSlotOption(o string) bool {
+	for _, v := range splitList(m.Arguments[keySlotOptions] + "," + m.Parameters[keySlotOptions]) {
+		if v == o {
 			return true
 		}
 	}
-	return isYes(m.Parameters["slot_on_head"]) || strings.EqualFold(m.Parameters[keyScheduleMode], "HEAD")
+	return false
 }
+
+// ArgumentYes reports whether the module argument key is a Scalebox "yes"
+// (yes, true, on, 1).
+func (m *Module) ArgumentYes(key string) bool { return isYes(m.Arguments[key]) }
 
 // Vars returns the template variables of the app file at path, lowest
 // priority first: scalebox.env in its directory (if present), then

@@ -29,28 +29,31 @@ import (
 
 	"github.com/scalebox-hpc/scalebox/api"
 	"github.com/scalebox-hpc/scalebox/appspec"
+	"github.com/scalebox-hpc/scalebox/container"
 	"github.com/scalebox-hpc/scalebox/pilot/executor"
 )
 
 // Config describes a pilot.
 type Config struct {
-	Broker   string         // broker address
-	Token    string         // pilot token ("" when the broker runs without auth)
-	Site     string         // default "local"
-	Host     string         // default os.Hostname()
-	IP       string         // default: the address used to reach the broker
-	AppID    int64          // serve this app's modules
-	Slots    map[string]int // module name → parallel slots (with AppID); empty: every module, Cores slots in all
-	Cores    int            // default: number of CPUs
-	Prefetch int            // tasks leased ahead per module beyond the free slots (default: the module's slots)
-	Scratch  string         // parent of the per-attempt work dirs
-	Keep     bool           // keep work dirs of failed attempts
-	MaxIdle  time.Duration  // exit after this long with nothing to do (0: never)
-	Grace    time.Duration  // on stop, how long running tasks may finish before they are killed and handed back (default 30 s)
-	Deadline time.Time      // walltime end, if known: stop taking work Grace before it
-	JobID    string         // batch job id, if any
-	Runtime  executor.Runtime
-	Log      *zap.Logger
+	Broker   string           // broker address
+	Token    string           // pilot token ("" when the broker runs without auth)
+	Site     string           // default "local"
+	Host     string           // default os.Hostname()
+	IP       string           // default: the address used to reach the broker
+	AppID    int64            // serve this app's modules
+	Slots    map[string]int   // module name → parallel slots (with AppID); empty: every module, Cores slots in all
+	Cores    int              // default: number of CPUs
+	Prefetch int              // tasks leased ahead per module beyond the free slots (default: the module's slots)
+	Scratch  string           // parent of the per-attempt work dirs
+	Keep     bool             // keep work dirs of failed attempts
+	MaxIdle  time.Duration    // exit after this long with nothing to do (0: never)
+	Grace    time.Duration    // on stop, how long running tasks may finish before they are killed and handed back (default 30 s)
+	Deadline time.Time        // walltime end, if known: stop taking work Grace before it
+	JobID    string           // batch job id, if any
+	Runtime  executor.Runtime // of modules on the host (default executor.Host)
+	// Container says how modules with a base_image run (default: on the host).
+	Container ContainerConfig
+	Log       *zap.Logger
 	// CLIPath is the scalebox binary put on the tasks' PATH (default: this executable).
 	CLIPath string
 }
@@ -118,6 +121,7 @@ type Pilot struct {
 	id         int64
 	hb         time.Duration
 	dir        string // this pilot's scratch root
+	runPath    string // its sockets (runDir)
 	mainRouter string
 	onlySite   string   // Config.Site as given: without Slots, serve only this site's modules (and site-less ones)
 	hosts      []string // names this host answers to, for HOST-BOUND tasks
@@ -132,6 +136,9 @@ type Pilot struct {
 
 	results  chan *api.Result
 	proxy    *proxy
+	ctr      *containers // nil: every module runs on the host
+	boxSeq   atomic.Int64
+	data     localData
 	draining atomic.Bool
 	stopped  <-chan struct{} // closed when the pilot is told to stop (its context ends)
 	stats    Stats
@@ -155,7 +162,10 @@ type module struct {
 	runtimes runtimes // recent task durations, for walltime-aware leasing
 
 	checkOnce sync.Once
-	hasCheck  bool // the module has a check.sh (or ACTION_CHECK)
+	check     *slotRun    // where check.sh runs
+	hasCheck  bool        // the module has a check.sh (or ACTION_CHECK)
+	space     *spaceCheck // free_space_gb / dir_quota_gb; nil without
+	spaceErr  error       // those arguments could not be read
 }
 
 // attempt is a task running on this pilot.
@@ -224,7 +234,14 @@ func (p *Pilot) run(ctx context.Context) error {
 		return err
 	}
 	defer os.RemoveAll(p.dir)
+	if err := p.makeRunDir(); err != nil {
+		return err
+	}
+	defer os.RemoveAll(p.runPath)
 	if err := p.loadModules(ctx); err != nil {
+		return err
+	}
+	if err := p.setupContainers(ctx); err != nil {
 		return err
 	}
 	p.proxy, err = startProxy(p)
@@ -232,6 +249,11 @@ func (p *Pilot) run(ctx context.Context) error {
 		return err
 	}
 	defer p.proxy.close()
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		p.releaseData(dctx)
+	}()
 	p.log.Info("pilot started", zap.String("host", p.cfg.Host), zap.String("site", p.cfg.Site),
 		zap.String("scratch", p.dir), zap.Int("modules", len(p.modules)))
 
@@ -466,23 +488,53 @@ func (p *Pilot) leaseModule(ctx context.Context, m *module) error {
 	return nil
 }
 
-// admitted runs the module's check.sh (Scalebox's custom admission) before
-// a lease; a non-zero exit means "not now".
+// admitted runs the module's admission before a lease: its storage rules
+// (free_space_gb, dir_quota_gb) and its check.sh (Scalebox's custom
+// admission); a refusal means "not now".
 func (p *Pilot) admitted(ctx context.Context, m *module) bool {
-	dir := filepath.Join(p.dir, "check-"+safeName(m.name))
-	m.checkOnce.Do(func() { m.hasCheck = script(m.spec, p.slotEnv(m, 0, dir), "check") != "" })
+	m.checkOnce.Do(func() { p.prepareCheck(m) })
+	if m.spaceErr != nil {
+		p.log.Error("module storage rules", zap.String("module", m.name), zap.Error(m.spaceErr))
+		return false
+	}
+	if m.space != nil {
+		if why := m.space.admit(m.pollInterval()); why != "" {
+			p.log.Debug("storage admission refused work", zap.String("module", m.name), zap.String("why", why))
+			return false
+		}
+	}
 	if !m.hasCheck {
 		return true // most modules have no check.sh: no work before each lease
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		p.log.Error("create check dir", zap.Error(err))
-		return false
-	}
-	if err := p.hook(ctx, m, 0, dir, "check"); err != nil {
+	if err := p.hook(ctx, m.check, "check"); err != nil {
 		p.log.Debug("check.sh refused work", zap.String("module", m.name), zap.Error(err))
 		return false
 	}
 	return true
+}
+
+// prepareCheck sets up a module's admission once: check.sh runs in a dir
+// of its own (in a container of its own, started per check, for a module
+// with an image).
+func (p *Pilot) prepareCheck(m *module) {
+	sr, err := p.newSlotRun(m, 0, filepath.Join(p.dir, "check-"+safeName(m.name)), container.PerTask)
+	if err != nil {
+		p.log.Error("create check dir", zap.Error(err))
+	}
+	m.check, m.hasCheck = sr, p.script(sr, "check") != ""
+	free, err := parseSpaceRules("free_space_gb", m.spec.Arguments["free_space_gb"])
+	if err != nil {
+		m.spaceErr = err
+		return
+	}
+	quota, err := parseSpaceRules("dir_quota_gb", m.spec.Arguments["dir_quota_gb"])
+	if err != nil {
+		m.spaceErr = err
+		return
+	}
+	if len(free)+len(quota) > 0 {
+		m.space = &spaceCheck{free: free, quota: quota, hostPath: p.hostPathFunc(m, sr.dir)}
+	}
 }
 
 // pollInterval is Scalebox's poll_interval_seconds (default 6 s).

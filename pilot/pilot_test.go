@@ -2,6 +2,7 @@ package pilot_test
 
 import (
 	"context"
+	"fmt"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -161,9 +162,11 @@ modules:
 	require.Len(t, d.Attempts[0].UserTimes, 1)
 	require.Contains(t, d.Attempts[0].Stderr, "from_host=node-a")
 
-	// The pilot's scratch is gone with it.
-	entries, _ := filepath.Glob(filepath.Join(e.dir, "scratch", "scalebox", "*"))
+	// The pilot's scratch is gone with it; the app's node-local data dir
+	// stays while the app runs.
+	entries, _ := filepath.Glob(filepath.Join(e.dir, "scratch", "scalebox", "pilot-*"))
 	require.Empty(t, entries)
+	require.DirExists(t, filepath.Join(e.dir, "scratch", "scalebox", "data", fmt.Sprintf("app-%d", a.ID)))
 }
 
 func TestTimeoutIs124AndKillsTheGroup(t *testing.T) {

@@ -4,11 +4,13 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -77,8 +79,19 @@ func startProxy(p *Pilot) (*proxy, error) {
 	})
 	x.srv = &http.Server{Handler: mux}
 	go func() { _ = x.srv.Serve(ln) }()
+	// The same endpoint on a unix socket, for tasks in containers without
+	// a network: the pilot's run dir is bound into them.
+	uln, err := net.Listen("unix", filepath.Join(p.runDir(), proxySocket))
+	if err != nil {
+		x.close()
+		return nil, fmt.Errorf("pilot proxy socket: %w", err)
+	}
+	go func() { _ = x.srv.Serve(uln) }()
 	return x, nil
 }
+
+// proxySocket is the proxy's unix socket in the pilot's run dir.
+const proxySocket = "p.sock"
 
 func isTaskAdd(path string) bool {
 	rest, ok := strings.CutPrefix(path, api.Prefix+"/apps/")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -15,16 +16,18 @@ import (
 
 	"github.com/scalebox-hpc/scalebox/api"
 	"github.com/scalebox-hpc/scalebox/appspec"
+	"github.com/scalebox-hpc/scalebox/container"
 	"github.com/scalebox-hpc/scalebox/pilot/executor"
 	"github.com/scalebox-hpc/scalebox/pilot/workdir"
 )
 
 // Exit codes the pilot reports when the program could not run at all.
 const (
-	codeNoProgram  = -110 // Scalebox: run program missing
-	codeTimeout    = 124
-	errStopping    = stopCause("pilot stopping")
-	defaultTextCap = 65535
+	codeNoProgram   = -110 // Scalebox: run program missing
+	codeNotRunnable = -111 // Scalebox: run program not runnable (its container could not start)
+	codeTimeout     = 124
+	errStopping     = stopCause("pilot stopping")
+	defaultTextCap  = 65535
 )
 
 type stopCause string
@@ -35,16 +38,38 @@ func (s stopCause) Error() string { return string(s) }
 // (or one batch at a time with task_batch_size > 1).
 func (p *Pilot) worker(ctx context.Context, m *module, slot int) {
 	slotDir := filepath.Join(p.dir, fmt.Sprintf("slot-%s-%d", safeName(m.name), slot))
-	if err := os.MkdirAll(filepath.Join(slotDir, ".scalebox"), 0o755); err != nil {
+	sr, err := p.newSlotRun(m, slot, slotDir, "")
+	if err != nil {
 		p.log.Error("create slot dir", zap.Error(err))
 	}
-	// The slot's environment is built once; each attempt adds its own.
-	slotEnv := p.slotEnv(m, slot, slotDir)
-	if err := p.hook(ctx, m, slot, slotDir, "setup"); err != nil {
-		// Scalebox: a failed setup puts the slot in ERROR. Here the whole
-		// pilot stops taking work (the node is likely broken) and hands its
-		// leases back; nothing is counted against the tasks.
-		p.abort(err)
+	if sr.box != nil {
+		defer sr.box.close()
+	}
+	// A container that cannot be prepared yet (image, binds) fails the
+	// slot's attempts with a clear error, not the pilot; setup then runs
+	// before the first attempt that finds it ready.
+	setupDone := false
+	setup := func() bool {
+		if setupDone {
+			return true
+		}
+		if sr.box != nil {
+			if _, err := sr.box.ensure(ctx); err != nil {
+				p.log.Warn("slot container not ready", zap.String("module", m.name), zap.Int("slot", slot), zap.Error(err))
+				return true // the attempt reports the error
+			}
+		}
+		setupDone = true
+		if err := p.hook(ctx, sr, "setup"); err != nil {
+			// Scalebox: a failed setup puts the slot in ERROR. Here the whole
+			// pilot stops taking work (the node is likely broken) and hands its
+			// leases back; nothing is counted against the tasks.
+			p.abort(err)
+			return false
+		}
+		return true
+	}
+	if !setup() {
 		for range m.queue { // drain: queued tasks are handed back at deregistration
 			p.mu.Lock()
 			p.queued[m.id]--
@@ -53,7 +78,10 @@ func (p *Pilot) worker(ctx context.Context, m *module, slot int) {
 		return
 	}
 	defer func() {
-		if err := p.hook(context.WithoutCancel(ctx), m, slot, slotDir, "teardown"); err != nil {
+		if !setupDone {
+			return
+		}
+		if err := p.hook(context.WithoutCancel(ctx), sr, "teardown"); err != nil {
 			p.log.Error("teardown failed", zap.Error(err))
 		}
 	}()
@@ -74,8 +102,8 @@ func (p *Pilot) worker(ctx context.Context, m *module, slot int) {
 		p.queued[m.id] -= len(batch)
 		p.free[m.id]--
 		p.mu.Unlock()
-		if ctx.Err() == nil && !p.stopping() {
-			p.execute(ctx, m, slot, slotDir, slotEnv, batch)
+		if ctx.Err() == nil && !p.stopping() && setup() {
+			p.execute(ctx, sr, batch)
 		}
 		// else: not started; handed back when the pilot deregisters.
 		p.mu.Lock()
@@ -87,6 +115,32 @@ func (p *Pilot) worker(ctx context.Context, m *module, slot int) {
 		default:
 		}
 	}
+}
+
+// slotRun is what a slot (or a module's check) runs with.
+type slotRun struct {
+	m       *module
+	slot    int
+	dir     string   // the work dir on the host
+	workDir string   // WORK_DIR as the program sees it (/work in a container)
+	env     []string // the slot's environment, built once; each attempt adds its own
+	rt      executor.Runtime
+	box     *boxSlot // the slot's container; nil on the host
+}
+
+// newSlotRun prepares a slot's work dir, runtime and environment. mode ""
+// is the configured container mode.
+func (p *Pilot) newSlotRun(m *module, slot int, dir string, mode container.Mode) (*slotRun, error) {
+	sr := &slotRun{m: m, slot: slot, dir: dir, workDir: dir, rt: p.cfg.Runtime}
+	if p.boxed(m) {
+		if mode == "" {
+			mode = p.ctr.cfg.Mode
+		}
+		sr.box = p.newBoxSlot(m, slot, dir, mode)
+		sr.rt, sr.workDir = sr.box, workTarget
+	}
+	sr.env = p.slotEnv(sr)
+	return sr, os.MkdirAll(filepath.Join(dir, ".scalebox"), 0o755)
 }
 
 func (p *Pilot) stopping() bool { return p.draining.Load() }
@@ -125,20 +179,19 @@ func (p *Pilot) stoppedWithin(d time.Duration) bool {
 }
 
 // hook runs a module's lifecycle script (setup, check, teardown) if it has
-// one, in dir, with the slot's environment. A non-zero exit is an error
-// carrying the script's output.
-func (p *Pilot) hook(ctx context.Context, m *module, slot int, dir, name string) error {
-	env := p.slotEnv(m, slot, dir)
-	f := script(m.spec, env, name)
+// one, in the slot's work dir, with the slot's environment. A non-zero
+// exit is an error carrying the script's output.
+func (p *Pilot) hook(ctx context.Context, sr *slotRun, name string) error {
+	f := p.script(sr, name)
 	if f == "" {
 		return nil
 	}
-	res, err := p.cfg.Runtime.Run(ctx, executor.Spec{Argv: []string{f}, Env: env, Dir: dir, OutputCap: 4096})
+	res, err := sr.rt.Run(ctx, executor.Spec{Argv: []string{f}, Env: sr.env, Dir: sr.workDir, OutputCap: 4096})
 	if res == nil {
-		return fmt.Errorf("module %s slot %d: %s %s: %v", m.name, slot, name, f, err)
+		return fmt.Errorf("module %s slot %d: %s %s: %v", sr.m.name, sr.slot, name, f, err)
 	}
 	if res.ExitCode != 0 {
-		return fmt.Errorf("module %s slot %d: %s %s exited %d: %s%s", m.name, slot, name, f, res.ExitCode,
+		return fmt.Errorf("module %s slot %d: %s %s exited %d: %s%s", sr.m.name, sr.slot, name, f, res.ExitCode,
 			strings.TrimSpace(res.Stdout+"\n"+res.Stderr), startErr(res))
 	}
 	return nil
@@ -161,8 +214,8 @@ func safeName(s string) string {
 }
 
 // execute runs one attempt (of one task or one batch) and queues its result.
-func (p *Pilot) execute(ctx context.Context, m *module, slot int, slotDir string, slotEnv []string, batch []*api.LeasedTask) {
-	t := batch[0]
+func (p *Pilot) execute(ctx context.Context, sr *slotRun, batch []*api.LeasedTask) {
+	t, m := batch[0], sr.m
 	started := time.Now()
 	actx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -191,9 +244,9 @@ func (p *Pilot) execute(ctx context.Context, m *module, slot int, slotDir string
 	// The slot's work dir is the attempt's WORK_DIR; it is emptied after
 	// every attempt (all but .scalebox/, Scalebox's per-slot state), which
 	// costs far less than a new directory per task on a slow file system.
-	dir := slotDir
+	dir := sr.dir
 	defer p.clearWorkDir(dir, "")
-	rec, res, files := p.runAttempt(actx, m, slot, dir, taskEnv(slotEnv, m, dir, t, a.secret), batch)
+	rec, res, files := p.runAttempt(actx, sr, taskEnv(sr, t, a.secret), batch)
 	rec.StartedAt = &started
 
 	cause := context.Cause(actx)
@@ -304,9 +357,9 @@ func setDefault(h map[string]string, k, v string) {
 // runAttempt prepares the work dir, runs the program and collects the
 // interface files. It returns the attempt record, the exit code and the
 // collected files (nil if the program did not run).
-func (p *Pilot) runAttempt(ctx context.Context, m *module, slot int, dir string, env []string, batch []*api.LeasedTask) (*api.Attempt, int, *workdir.Files) {
-	t := batch[0]
-	rec := &api.Attempt{Host: p.cfg.Host, Slot: strconv.Itoa(slot), ExitCode: -1, Extra: map[string]any{"runtime": p.cfg.Runtime.Name()}}
+func (p *Pilot) runAttempt(ctx context.Context, sr *slotRun, env []string, batch []*api.LeasedTask) (*api.Attempt, int, *workdir.Files) {
+	t, m, dir := batch[0], sr.m, sr.dir
+	rec := &api.Attempt{Host: p.cfg.Host, Slot: strconv.Itoa(sr.slot), ExitCode: -1, Extra: map[string]any{"runtime": sr.rt.Name()}}
 	fail := func(code int, msg string) (*api.Attempt, int, *workdir.Files) {
 		rec.Reason, rec.Stderr = msg, msg
 		return rec, code, nil
@@ -320,7 +373,7 @@ func (p *Pilot) runAttempt(ctx context.Context, m *module, slot int, dir string,
 			return fail(codeNoProgram, "write batch file: "+err.Error())
 		}
 	}
-	argv, err := program(m.spec, env)
+	argv, err := p.program(sr, env)
 	if err != nil {
 		return fail(codeNoProgram, err.Error())
 	}
@@ -334,12 +387,20 @@ func (p *Pilot) runAttempt(ctx context.Context, m *module, slot int, dir string,
 		textCap = defaultTextCap
 	}
 	keepHead := strings.EqualFold(m.spec.TextTruncMode, "TAIL")
-	spec := executor.Spec{Argv: argv, Env: env, Dir: dir, OutputCap: textCap, KeepHead: keepHead}
+	spec := executor.Spec{Argv: argv, Env: env, Dir: sr.workDir, OutputCap: textCap, KeepHead: keepHead}
 	if m.spec.TaskMaxSeconds > 0 {
 		spec.Timeout = time.Duration(m.spec.TaskMaxSeconds) * time.Second
 	}
-	res, err := p.cfg.Runtime.Run(ctx, spec)
+	res, err := sr.rt.Run(ctx, spec)
+	if sr.box != nil {
+		if run := sr.box.lastRun(res); run != nil {
+			rec.Extra["container"] = run
+		}
+	}
 	if res == nil {
+		if sr.box != nil {
+			return fail(codeNotRunnable, fmt.Sprintf("run %s in a container: %v", argv[0], err))
+		}
 		return fail(codeNoProgram, fmt.Sprintf("run %s: %v", argv[0], err))
 	}
 	rec.ExitCode = res.ExitCode
@@ -390,15 +451,17 @@ func (p *Pilot) runAttempt(ctx context.Context, m *module, slot int, dir string,
 	return rec, code, files
 }
 
-// program resolves the module's program on the host, as Scalebox does:
-// $ACTION_RUN, else run.sh in the module's code_path, /app/bin or
-// /app/share/bin; or the module's `command` when it is a program rather
-// than a container start template.
-func program(m *appspec.Module, env []string) ([]string, error) {
+// program resolves the module's program, as Scalebox does: $ACTION_RUN,
+// else run.sh in the module's code_path, /app/bin or /app/share/bin; or
+// the module's `command` when it is a program rather than a container
+// start template. In a container the code_path is /app/bin, and a module
+// without one runs the image's /app/bin/run.sh.
+func (p *Pilot) program(sr *slotRun, env []string) ([]string, error) {
+	m := sr.m.spec
 	if cmd := strings.TrimSpace(m.Command); cmd != "" && !isContainerTemplate(cmd) {
 		return strings.Fields(cmd), nil
 	}
-	if f := script(m, env, "run"); f != "" {
+	if f := p.scriptIn(sr, env, "run"); f != "" {
 		return []string{f}, nil
 	}
 	return nil, fmt.Errorf("module %s: no program: set ACTION_RUN, put run.sh in code_path (looked in %s) or set command",
@@ -406,8 +469,31 @@ func program(m *appspec.Module, env []string) ([]string, error) {
 }
 
 // script finds a module's lifecycle script ("run", "setup", "check",
-// "teardown"): $ACTION_<NAME>, else <name>.sh in the module's code dirs.
-// It returns "" if there is none.
+// "teardown") with the slot's environment; "" if there is none.
+func (p *Pilot) script(sr *slotRun, name string) string { return p.scriptIn(sr, sr.env, name) }
+
+// scriptIn finds a lifecycle script: $ACTION_<NAME>, else <name>.sh in
+// the module's code dirs, as the program sees it.
+func (p *Pilot) scriptIn(sr *slotRun, env []string, name string) string {
+	if sr.box == nil {
+		return script(sr.m.spec, env, name)
+	}
+	if f := lookupEnv(env, "ACTION_"+strings.ToUpper(name)); f != "" {
+		return f
+	}
+	for _, d := range codeDirs(sr.m.spec) {
+		if st, err := os.Stat(filepath.Join(d, name+".sh")); err == nil && !st.IsDir() {
+			return codeTarget + "/" + name + ".sh"
+		}
+	}
+	if name == "run" && len(codeDirs(sr.m.spec)) == 0 {
+		return codeTarget + "/run.sh" // Scalebox images carry it there
+	}
+	return ""
+}
+
+// script finds a host module's lifecycle script: $ACTION_<NAME>, else
+// <name>.sh in the module's code dirs. It returns "" if there is none.
 func script(m *appspec.Module, env []string, name string) string {
 	if f := lookupEnv(env, "ACTION_"+strings.ToUpper(name)); f != "" {
 		return f
@@ -453,32 +539,74 @@ func lookupEnv(env []string, key string) string {
 }
 
 // slotEnv is the environment Scalebox gives a module's slot (spec §3.3);
-// lifecycle hooks run with it, tasks with taskEnv.
-func (p *Pilot) slotEnv(m *module, slot int, dir string) []string {
-	env := os.Environ()
-	if p.cfg.CLIPath != "" {
-		env = append(env, "PATH="+filepath.Dir(p.cfg.CLIPath)+string(os.PathListSeparator)+os.Getenv("PATH"))
+// lifecycle hooks run with it, tasks with taskEnv. In a container, paths
+// are the container's.
+func (p *Pilot) slotEnv(sr *slotRun) []string {
+	m := sr.m
+	var env []string
+	broker := p.proxy.url
+	localData, _ := p.appDataDir(m.appID)
+	dataRoot := ""
+	if p.ctr != nil {
+		dataRoot = p.ctr.cfg.DataRoot
+	}
+	if sr.box != nil {
+		env = containerEnv(p.ctr.oci())
+		broker = proxyTarget
+		if localData != "" && !m.spec.HasSlotOption("disable_local_mapping") {
+			localData = localDataTarget
+		} else {
+			localData = ""
+		}
+		if dataRoot != "" && !m.spec.HasSlotOption("disable_data_mapping") {
+			dataRoot = dataRootTarget
+		} else {
+			dataRoot = ""
+		}
+	} else {
+		env = os.Environ()
+		if p.cfg.CLIPath != "" {
+			env = append(env, "PATH="+filepath.Dir(p.cfg.CLIPath)+string(os.PathListSeparator)+os.Getenv("PATH"))
+		}
 	}
 	sink := p.mainRouter // Scalebox: the router for routed apps, else the next module
 	if len(m.spec.SinkModules) > 0 {
 		sink = m.spec.SinkModules[0]
 	}
 	add := func(k, v string) { env = append(env, k+"="+v) }
-	add("SCALEBOX_BROKER", p.proxy.url)
+	add("SCALEBOX_BROKER", broker)
 	add("SCALEBOX_TOKEN", p.proxy.hookSecret)
 	add("APP_ID", strconv.FormatInt(m.appID, 10))
 	add("MODULE_ID", strconv.FormatInt(m.id, 10))
 	add("PLAT_MODULE_ID", strconv.FormatInt(m.id, 10))
 	add("MODULE_NAME", m.name)
 	add("PLAT_MODULE_NAME", m.name)
-	add("SLOT_ID", strconv.Itoa(slot))
-	add("WORK_DIR", dir)
+	add("SLOT_ID", strconv.Itoa(max(0, sr.slot)))
+	add("WORK_DIR", sr.workDir)
 	add("SINK_MODULE", sink)
 	add("HOST_NAME", p.cfg.Host)
 	add("LOCAL_IP", p.cfg.IP)
 	add("CLUSTER", p.cfg.Site)
 	add("PILOT_ID", strconv.FormatInt(p.id, 10))
 	add("TASK_BATCH_SIZE", strconv.Itoa(max(1, m.spec.TaskBatchSize)))
+	if localData != "" {
+		add("LOCAL_DATA_ROOT", localData)
+	}
+	if dataRoot != "" {
+		add("CLUSTER_DATA_ROOT", dataRoot)
+	}
+	if g := m.spec.Resources.GPUs; g > 0 {
+		// The slot's share of the node's GPUs: slot i gets devices i·g … i·g+g-1.
+		ids := make([]string, g)
+		for i := range ids {
+			ids[i] = strconv.Itoa(max(0, sr.slot)*g + i)
+		}
+		v := "CUDA_VISIBLE_DEVICES"
+		if p.ctr != nil && p.ctr.cfg.GPU == container.GPUAMD {
+			v = "ROCR_VISIBLE_DEVICES"
+		}
+		add(v, strings.Join(ids, ","))
+	}
 	if m.spec.TaskMaxSeconds > 0 {
 		add("TASK_MAX_SECONDS", strconv.Itoa(m.spec.TaskMaxSeconds))
 	}
@@ -490,9 +618,10 @@ func (p *Pilot) slotEnv(m *module, slot int, dir string) []string {
 
 // taskEnv is the environment of one attempt: the slot's (built once per
 // slot by slotEnv) plus the task's.
-func taskEnv(slotEnv []string, m *module, dir string, t *api.LeasedTask, secret string) []string {
-	env := make([]string, len(slotEnv), len(slotEnv)+8+len(m.spec.Environments))
-	copy(env, slotEnv)
+func taskEnv(sr *slotRun, t *api.LeasedTask, secret string) []string {
+	m := sr.m
+	env := make([]string, len(sr.env), len(sr.env)+8+len(m.spec.Environments))
+	copy(env, sr.env)
 	hdr := map[string]string{}
 	_ = jsonUnmarshal(t.Headers, &hdr)
 	add := func(k, v string) { env = append(env, k+"="+v) }
@@ -503,7 +632,7 @@ func taskEnv(slotEnv []string, m *module, dir string, t *api.LeasedTask, secret 
 	add("FROM_HOST", hdr["from_host"])
 	add("FROM_IP", hdr["from_ip"])
 	if m.spec.TaskBatchSize > 1 {
-		add("BATCH_FILE", filepath.Join(dir, "input-messages.txt"))
+		add("BATCH_FILE", path.Join(sr.workDir, "input-messages.txt"))
 	}
 	// The module's own environments win over everything the platform sets.
 	return dedupEnv(append(env, m.spec.Environments...))

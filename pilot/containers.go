@@ -3,6 +3,7 @@ package pilot
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -414,4 +415,40 @@ func toHost(binds []container.Bind, cpath string) string {
 		best, bestLen = b.Source+rel, len(b.Target)
 	}
 	return best
+}
+
+// ExplainBinds writes the binds a pilot with cfg would give the slot
+// containers of module m of app appID, with the reason for each (scalebox
+// pilot explain-binds). Bind sources that are missing on this machine are
+// reported together, as a pilot would report them before a run.
+func ExplainBinds(w io.Writer, m *appspec.Module, appID int64, cfg ContainerConfig, scratch, binary string) error {
+	tmp, err := os.MkdirTemp("", "scalebox-explain-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	work, run, data := filepath.Join(tmp, "work"), filepath.Join(tmp, "run"), filepath.Join(tmp, "data")
+	for _, d := range []string{work, run, data} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			return err
+		}
+	}
+	show := strings.NewReplacer(
+		work, filepath.Join(scratch, "scalebox", "pilot-<id>", "slot-"+safeName(m.Name)+"-<n>"),
+		run, filepath.Join(scratch, "scalebox", "pilot-<id>", "run"),
+		data, filepath.Join(scratch, "scalebox", "data", "app-"+strconv.FormatInt(appID, 10)))
+	raw, err := Binds(m, cfg, work, data, run, binary)
+	if err != nil {
+		return err
+	}
+	binds, err := container.Plan(raw)
+	if err != nil {
+		return fmt.Errorf("module %s: %s", m.Name, show.Replace(err.Error()))
+	}
+	var b strings.Builder
+	if err := binds.Explain(&b); err != nil {
+		return err
+	}
+	_, err = io.WriteString(w, show.Replace(b.String()))
+	return err
 }

@@ -62,6 +62,49 @@ type Pilot struct {
 	Scratch  string            `json:"scratch,omitempty" yaml:"scratch"`
 	Slots    map[string]int    `json:"slots,omitempty" yaml:"slots"`
 	Env      map[string]string `json:"env,omitempty" yaml:"env"`
+	// Container says how the pilots run modules with a base_image.
+	Container Container `json:"container,omitzero" yaml:"container"`
+}
+
+// Container is a site's container engine settings (pilot run --container-*).
+type Container struct {
+	Engine        string   `json:"engine,omitempty" yaml:"engine"`
+	Path          string   `json:"path,omitempty" yaml:"path"`
+	Mode          string   `json:"mode,omitempty" yaml:"mode"`
+	Flags         []string `json:"flags,omitempty" yaml:"flags"`
+	CleanEnv      bool     `json:"cleanenv,omitempty" yaml:"cleanenv"`
+	ContainAll    bool     `json:"containall,omitempty" yaml:"containall"`
+	WritableTmpfs bool     `json:"writable_tmpfs,omitempty" yaml:"writable_tmpfs"`
+	GPU           string   `json:"gpu,omitempty" yaml:"gpu"`
+	ImageCache    string   `json:"image_cache,omitempty" yaml:"image_cache"`
+	ImageCacheGB  float64  `json:"image_cache_gb,omitempty" yaml:"image_cache_gb"`
+	DataRoot      string   `json:"data_root,omitempty" yaml:"data_root"`
+}
+
+// Args are the pilot run flags of these settings.
+func (c *Container) Args() []string {
+	var out []string
+	for _, f := range []struct{ flag, v string }{{"--container-engine", c.Engine}, {"--container-path", c.Path},
+		{"--container-mode", c.Mode}, {"--gpu-vendor", c.GPU}, {"--image-cache", c.ImageCache}, {"--data-root", c.DataRoot}} {
+		if f.v != "" {
+			out = append(out, f.flag, f.v)
+		}
+	}
+	if c.ImageCacheGB > 0 {
+		out = append(out, "--image-cache-gb", strconv.FormatFloat(c.ImageCacheGB, 'f', -1, 64))
+	}
+	for _, f := range c.Flags {
+		out = append(out, "--container-flag="+f)
+	}
+	for _, b := range []struct {
+		flag string
+		on   bool
+	}{{"--cleanenv", c.CleanEnv}, {"--containall", c.ContainAll}, {"--writable-tmpfs", c.WritableTmpfs}} {
+		if b.on {
+			out = append(out, b.flag)
+		}
+	}
+	return out
 }
 
 // Limits bound the pilots of a site.
@@ -251,6 +294,7 @@ func (s *Spec) JobSpec(appID int64, count int) (*batch.JobSpec, error) {
 		}
 		cmd = append(cmd, f.flag, v)
 	}
+	cmd = append(cmd, s.Pilot.Container.Args()...)
 	j := &batch.JobSpec{
 		Name: "scalebox-" + s.Name, Queue: s.Scheduler.Partition, Account: s.Scheduler.Account, QOS: s.Scheduler.QOS,
 		Nodes: s.Pilot.Nodes, TasksPerNode: 1, CoresPerTask: s.Pilot.Cores, GPUs: s.Pilot.GPUs,

@@ -118,6 +118,7 @@ type CLI struct {
 	Site      SiteCmd      `cmd:"" help:"Sites: where pilots run (Slurm partitions, PBS queues, this host)."`
 	Token     TokenCmd     `cmd:"" help:"Create API tokens (admin)."`
 	Version   VersionCmd   `cmd:"" help:"Print the version."`
+	SlotAgent SlotAgentCmd `cmd:"" name:"slot-agent" hidden:"" help:"Run the slot agent inside a slot container (started by the pilot)."`
 }
 
 // Version is set at build time.

@@ -276,6 +276,8 @@ type PilotCmd struct {
 	Drain  PilotDrainCmd  `cmd:"" help:"Ask a pilot to take no more work."`
 	Cancel PilotCancelCmd `cmd:"" help:"Cancel a pilot's batch job (or, with --job, a whole pilot job); its unfinished tasks go back as infrastructure failures."`
 	Jobs   PilotJobsCmd   `cmd:"" help:"List the batch jobs submitted to run pilots, with the scheduler's state and message."`
+
+	ExplainBinds PilotExplainBindsCmd `cmd:"" name:"explain-binds" help:"Show the binds a pilot would give the containers of an app's modules, and why."`
 }
 
 // PilotCancelCmd cancels a pilot's batch job.

@@ -1,11 +1,16 @@
 package cli
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/scalebox-hpc/scalebox/appspec"
+	"github.com/scalebox-hpc/scalebox/container"
+	"github.com/scalebox-hpc/scalebox/container/agent"
 	"github.com/scalebox-hpc/scalebox/internal/logging"
 	"github.com/scalebox-hpc/scalebox/pilot"
 )
@@ -24,6 +29,36 @@ type PilotRunCmd struct {
 	Walltime   time.Duration `help:"Time this pilot may run (default: the Slurm/PBS job's own end, when inside one). It leases only tasks that can finish before it and drains --grace before it."`
 	JobID      string        `name:"job-id" help:"Batch job id to report (default: detected from SLURM_*/PBS_*)."`
 	LogLevel   string        `default:"info" help:"debug, info, warn or error."`
+
+	ContainerFlags `embed:""`
+}
+
+// ContainerFlags say how a pilot runs modules that name a base_image.
+type ContainerFlags struct {
+	ContainerEngine string   `name:"container-engine" env:"SCALEBOX_CONTAINER_ENGINE" default:"none" enum:"none,apptainer,singularity,podman,docker" help:"How modules with a base_image run: none (on the host, the default), apptainer, singularity, podman or docker."`
+	ContainerPath   string   `name:"container-path" help:"The engine's binary (default: found on PATH)."`
+	ContainerMode   string   `name:"container-mode" default:"slot" enum:"slot,task" help:"slot: one container per slot, started once, tasks run through the slot agent inside it; task: one container per task."`
+	ContainerFlag   []string `name:"container-flag" sep:"none" help:"Extra engine flag for every module, verbatim (repeatable; e.g. --container-flag=--userns)."`
+	CleanEnv        bool     `name:"cleanenv" help:"Apptainer --cleanenv for every module."`
+	ContainAll      bool     `name:"containall" help:"Apptainer --containall for every module."`
+	WritableTmpfs   bool     `name:"writable-tmpfs" help:"Apptainer --writable-tmpfs for every module."`
+	GPUVendor       string   `name:"gpu-vendor" default:"nvidia" enum:"nvidia,amd" help:"GPUs of this node, for modules with resources.gpus: nvidia (--nv, CUDA_VISIBLE_DEVICES) or amd (--rocm, ROCR_VISIBLE_DEVICES)."`
+	ImageCache      string   `name:"image-cache" type:"path" help:"Node-local image cache (default <scratch>/scalebox/images)."`
+	ImageCacheGB    float64  `name:"image-cache-gb" default:"20" help:"Size bound of the image cache, in GB (least recently used images are evicted)."`
+	DataRoot        string   `name:"data-root" type:"path" help:"The site's shared data root, bound at /cluster_data_root (env CLUSTER_DATA_ROOT)."`
+}
+
+// config is the pilot's container configuration.
+func (c *ContainerFlags) config() (pilot.ContainerConfig, error) {
+	mode, err := container.ParseMode(c.ContainerMode)
+	if err != nil {
+		return pilot.ContainerConfig{}, invalid("--container-mode: %w", err)
+	}
+	return pilot.ContainerConfig{
+		Engine: c.ContainerEngine, Path: c.ContainerPath, Mode: mode, Flags: c.ContainerFlag, GPU: c.GPUVendor,
+		CleanEnv: c.CleanEnv, ContainAll: c.ContainAll, WritableTmpfs: c.WritableTmpfs,
+		ImageCache: c.ImageCache, ImageCacheBytes: int64(c.ImageCacheGB * (1 << 30)), DataRoot: c.DataRoot,
+	}, nil
 }
 
 // parseSlots parses "module:n" items.
@@ -53,6 +88,10 @@ func (c *PilotRunCmd) Run(e *Env, g *Globals) error {
 	if err != nil {
 		return err
 	}
+	ctr, err := c.config()
+	if err != nil {
+		return err
+	}
 	log, err := logging.New(c.LogLevel, "console")
 	if err != nil {
 		return invalid("%w", err)
@@ -61,7 +100,7 @@ func (c *PilotRunCmd) Run(e *Env, g *Globals) error {
 	cfg := pilot.Config{
 		Broker: g.Broker, Token: e.Client.Token(), Site: c.Site, Host: c.Host, AppID: c.AppID, Slots: slots,
 		Scratch: c.Scratch, Keep: c.KeepFailed, MaxIdle: c.MaxIdle, Grace: c.Grace, Prefetch: c.Prefetch,
-		Log: log.Named("pilot"),
+		Container: ctr, Log: log.Named("pilot"),
 	}
 	if c.Walltime > 0 {
 		cfg.Deadline = time.Now().Add(c.Walltime)
@@ -90,4 +129,66 @@ func (c *PilotRunCmd) Run(e *Env, g *Globals) error {
 	_, err = fmt.Fprintf(e.Out, "pilot done: %d leased, %d succeeded, %d failed\n",
 		stats.Leased.Load(), stats.Succeeded.Load(), stats.Failed.Load())
 	return err
+}
+
+// SlotAgentCmd is the slot agent: the entrypoint of a slot container. It
+// listens on a unix socket and runs the pilot's tasks inside the
+// container; it exits when its stdin closes (the pilot is gone) or on
+// SIGTERM.
+type SlotAgentCmd struct {
+	Socket string `required:"" help:"Unix socket to listen on (inside a dir bound from the host)."`
+}
+
+// Run serves until stdin closes.
+func (c *SlotAgentCmd) Run(e *Env) error {
+	return agent.Main(e.Ctx, c.Socket, e.Out, os.Stdin)
+}
+
+// PilotExplainBindsCmd prints the binds of an app's container modules.
+type PilotExplainBindsCmd struct {
+	AppID   int64  `name:"app-id" env:"SCALEBOX_APP_ID" required:"" help:"App whose modules to explain."`
+	Module  string `help:"Only this module (default: every module with a base_image)."`
+	Scratch string `env:"SCALEBOX_SCRATCH" help:"The pilots' scratch (default: $SLURM_TMPDIR, $TMPDIR, /tmp)." type:"path"`
+
+	ContainerFlags `embed:""`
+}
+
+// Run prints one table per module.
+func (c *PilotExplainBindsCmd) Run(e *Env) error {
+	cfg, err := c.config()
+	if err != nil {
+		return err
+	}
+	a, err := e.Client.AppGet(e.Ctx, c.AppID)
+	if err != nil {
+		return err
+	}
+	scratch := c.Scratch
+	if scratch == "" {
+		scratch = pilot.DefaultScratch()
+	}
+	bin, _ := os.Executable()
+	found := false
+	for _, am := range a.Modules {
+		var m appspec.Module
+		if err := json.Unmarshal(am.Spec, &m); err != nil {
+			return fmt.Errorf("module %s: decode definition: %w", am.Name, err)
+		}
+		if (c.Module != "" && am.Name != c.Module) || (c.Module == "" && m.BaseImage == "") {
+			continue
+		}
+		found = true
+		fmt.Fprintf(e.Out, "module %s (image %q, engine %s, mode %s):\n", am.Name, m.BaseImage, cfg.Engine, cfg.Mode)
+		if err := pilot.ExplainBinds(e.Out, &m, a.ID, cfg, scratch, bin); err != nil {
+			return invalid("%w", err)
+		}
+	}
+	if !found {
+		if c.Module != "" {
+			return invalid("app %d has no module %q", a.ID, c.Module)
+		}
+		_, err := fmt.Fprintf(e.Out, "app %d: no module names a base_image; every module runs on the host\n", a.ID)
+		return err
+	}
+	return nil
 }

@@ -216,33 +216,67 @@ func checkJobLogs(t *testing.T, glob string) {
 func (e *env) appDone(t *testing.T, appID int64, want map[string]int64, timeout time.Duration) {
 	t.Helper()
 	var last *api.App
+	settled := false // nothing is left to run, yet the counts are wrong
 	ok := assertEventually(func() bool {
 		a, err := e.client.AppGet(e.ctx, appID)
 		if err != nil {
 			return false
 		}
 		last = a
+		done, pending := true, false
 		for _, m := range a.Modules {
 			for st, n := range m.Counts {
-				if st != "OK" && n > 0 {
-					return false
+				switch st {
+				case "OK":
+				case "READY", "QUEUED", "RUNNING", "INITIAL":
+					pending = pending || n > 0
+					done = done && n == 0
+				default:
+					done = done && n == 0
 				}
 			}
 			if m.Counts["OK"] != want[m.Name] {
-				return false
+				done = false
 			}
 		}
-		return true
+		settled = !done && !pending && len(a.Modules) > 0
+		return done || settled
 	}, timeout, 50*time.Millisecond)
-	if !ok {
+	if !ok || settled {
 		counts := map[string]map[string]int64{}
 		if last != nil {
 			for _, m := range last.Modules {
 				counts[m.Name] = m.Counts
 			}
 		}
-		t.Fatalf("app %d not done after %v: %v", appID, timeout, counts)
+		why := fmt.Sprintf("not done after %v", timeout)
+		if settled {
+			why = "settled with the wrong counts"
+		}
+		t.Fatalf("app %d %s: %v (want OK: %v)%s", appID, why, counts, want, e.firstFailure(t, last))
 	}
+}
+
+// firstFailure describes the last attempt of a failed task of app a.
+func (e *env) firstFailure(t *testing.T, a *api.App) string {
+	if a == nil {
+		return ""
+	}
+	for _, m := range a.Modules {
+		for _, task := range e.tasks(t, a.ID, m.Name) {
+			if task.Status <= 0 && task.Status >= api.StatusInitial {
+				continue
+			}
+			d, err := e.client.TaskGet(e.ctx, task.ID)
+			if err != nil || len(d.Attempts) == 0 {
+				continue
+			}
+			at := d.Attempts[len(d.Attempts)-1]
+			return fmt.Sprintf("\nfailed task %d (%s) attempt %d: exit %d, %s\nstdout: %s\nstderr: %s",
+				task.ID, m.Name, at.Attempt, at.ExitCode, at.Reason, at.Stdout, at.Stderr)
+		}
+	}
+	return ""
 }
 
 // assertEventually polls cond until it holds or timeout passes.

@@ -214,7 +214,7 @@ func (b *boxSlot) ensure(ctx context.Context) (*container.Runtime, error) {
 	if c.cache != nil {
 		st, err := c.cache.Stage(ctx, image)
 		if err != nil {
-			return nil, fmt.Errorf("module %s: image: %w", m.name, err)
+			return nil, fmt.Errorf("module %s: %w", m.name, err)
 		}
 		image, digest, b.staged = st.Path, st.Digest, st
 	}
@@ -339,16 +339,20 @@ func (p *Pilot) makeRunDir() error {
 // containerEnv is the part of the pilot's environment a container gets:
 // host paths that mean nothing inside (PATH, TMPDIR, PWD, the loader's
 // variables) and the container engines' own variables are left out; PATH
-// is the image's standard one behind the scalebox CLI.
-func containerEnv(oci bool) []string {
+// is the image's standard one behind the scalebox CLI. HOME is /root in
+// podman and docker; Apptainer sets it to the host's itself, and refuses
+// it as a container variable, so a container per task does not pass it
+// (the slot agent does, with the value Apptainer gives it).
+func containerEnv(oci bool, mode container.Mode) []string {
 	env := []string{"PATH=" + containerPath, "TMPDIR=/tmp"}
 	for _, kv := range singularity.StripContainerEnv(os.Environ()) {
 		k, _, _ := strings.Cut(kv, "=")
 		switch {
-		case k == "PATH", k == "TMPDIR", k == "PWD", k == "OLDPWD", k == "SHLVL", k == "_",
-			strings.HasPrefix(k, "LD_"), k == "CONTAINERS_CONF":
+		case k == "PATH", k == "TMPDIR", k == "PWD", k == "OLDPWD", k == "SHLVL", k == "_", k == "UID", k == "GID",
+			strings.HasPrefix(k, "LD_"), k == "CONTAINERS_CONF",
+			strings.HasPrefix(k, "APPTAINER_"), strings.HasPrefix(k, "SINGULARITY_"):
 			continue
-		case k == "HOME" && oci:
+		case k == "HOME" && (oci || mode == container.PerTask):
 			continue
 		}
 		env = append(env, kv)

@@ -551,7 +551,7 @@ func (p *Pilot) slotEnv(sr *slotRun) []string {
 		dataRoot = p.ctr.cfg.DataRoot
 	}
 	if sr.box != nil {
-		env = containerEnv(p.ctr.oci())
+		env = containerEnv(p.ctr.oci(), sr.box.mode)
 		broker = proxyTarget
 		if localData != "" && !m.spec.HasSlotOption("disable_local_mapping") {
 			localData = localDataTarget

@@ -223,6 +223,9 @@ func (c *TaskShowCmd) Run(e *Env) error {
 		if a.Reason != "" {
 			fmt.Fprintf(e.Out, "  reason: %s\n", a.Reason)
 		}
+		if line := containerLine(a.Extra); line != "" {
+			fmt.Fprintf(e.Out, "  container: %s\n", line)
+		}
 		for _, s := range []struct{ name, text string }{{"stdout", a.Stdout}, {"stderr", a.Stderr}, {"custom", a.CustomText}} {
 			if s.text != "" {
 				fmt.Fprintf(e.Out, "  %s: %s\n", s.name, strings.ReplaceAll(strings.TrimRight(s.text, "\n"), "\n", "\n    "))
@@ -230,6 +233,28 @@ func (c *TaskShowCmd) Run(e *Env) error {
 		}
 	}
 	return nil
+}
+
+// containerLine renders an attempt's container record (extra.container).
+func containerLine(extra map[string]any) string {
+	c, ok := extra["container"].(map[string]any)
+	if !ok {
+		return ""
+	}
+	str := func(k string) string { v, _ := c[k].(string); return v }
+	out := fmt.Sprintf("%s per %s, image %s", str("engine"), str("mode"), str("image"))
+	if d := str("image_digest"); d != "" {
+		out += " (" + d + ")"
+	}
+	if n := str("name"); n != "" {
+		out += ", name " + n
+	}
+	for _, k := range []string{"start", "ready", "stop"} {
+		if v := str(k); v != "" {
+			out += ", " + k + " " + v
+		}
+	}
+	return out
 }
 
 func orDash(s string) string {

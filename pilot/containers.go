@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -156,15 +157,15 @@ func Binds(m *appspec.Module, cfg ContainerConfig, workDir, localData, runDir, b
 	return binds, nil
 }
 
-// codeDirs are the module's code_path dirs on the host.
+// codeDirs is the module's code_path dir on the host: CodePath (made
+// absolute by appspec.Load), else the argument as written.
 func codeDirs(m *appspec.Module) []string {
-	var dirs []string
 	for _, d := range []string{m.CodePath, m.Arguments["code_path"]} {
-		if d != "" && (len(dirs) == 0 || dirs[0] != d) {
-			dirs = append(dirs, d)
+		if d != "" {
+			return []string{d}
 		}
 	}
-	return dirs
+	return nil
 }
 
 // boxSlot is one slot's container runtime. It is prepared (image staged,
@@ -410,13 +411,15 @@ func (p *Pilot) hostPathFunc(m *module, dir string) func(string) string {
 // toHost maps a container path to the host through the deepest bind whose
 // target holds it; a path under no bind is returned as is.
 func toHost(binds []container.Bind, cpath string) string {
+	cpath = path.Clean(cpath)
 	best, bestLen := cpath, -1
 	for _, b := range binds {
-		rel, ok := strings.CutPrefix(cpath, b.Target)
-		if !ok || (rel != "" && !strings.HasPrefix(rel, "/")) || len(b.Target) <= bestLen {
+		target := path.Clean(b.Target)
+		rel, ok := strings.CutPrefix(cpath, target)
+		if target == "/" || !ok || (rel != "" && !strings.HasPrefix(rel, "/")) || len(target) <= bestLen {
 			continue
 		}
-		best, bestLen = b.Source+rel, len(b.Target)
+		best, bestLen = filepath.Join(b.Source, rel), len(target)
 	}
 	return best
 }

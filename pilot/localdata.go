@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -69,24 +70,33 @@ func (p *Pilot) appDataDir(appID int64) (string, error) {
 // app has ended and no other pilot on the node holds it, removes it.
 func (p *Pilot) releaseData(ctx context.Context) {
 	d := &p.data
-	if d.lock == nil {
-		return
+	if d.lock != nil {
+		defer d.lock.Close()
 	}
-	defer d.lock.Close()
 	a, err := p.client.AppGet(ctx, p.cfg.AppID)
 	if err != nil || !appEnded(a.Status) {
 		return // running, paused, or unknown: keep the data for later pilots
 	}
+	root := filepath.Join(p.cfg.Scratch, "scalebox", "data")
+	name := "app-" + strconv.FormatInt(p.cfg.AppID, 10)
+	lock := d.lock
+	if lock == nil { // this pilot never used it; another may have
+		if lock, err = os.OpenFile(filepath.Join(root, name+".lock"), os.O_RDWR, 0); err != nil {
+			return
+		}
+		defer lock.Close()
+	}
 	// Upgrade to exclusive without blocking: another pilot of the app on
 	// this node still uses the dir if this fails.
-	if err := unix.Flock(int(d.lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		return
 	}
-	if err := os.RemoveAll(d.dir); err != nil {
-		p.log.Warn("remove node-local data dir", zap.String("dir", d.dir), zap.Error(err))
+	dir := filepath.Join(root, name)
+	if err := os.RemoveAll(dir); err != nil {
+		p.log.Warn("remove node-local data dir", zap.String("dir", dir), zap.Error(err))
 		return
 	}
-	p.log.Info("app ended: removed its node-local data dir", zap.String("dir", d.dir))
+	p.log.Info("app ended: removed its node-local data dir", zap.String("dir", dir))
 }
 
 func appEnded(status string) bool {
@@ -130,7 +140,7 @@ func parseSpaceRules(key, s string) ([]spaceRule, error) {
 		}
 	}
 	for _, r := range out {
-		if !filepath.IsAbs(r.dir) || r.gb < 0 {
+		if !filepath.IsAbs(r.dir) || r.gb < 0 || math.IsNaN(r.gb) || math.IsInf(r.gb, 0) {
 			return nil, fmt.Errorf("argument %s: %q~%g: want an absolute dir and a non-negative GB", key, r.dir, r.gb)
 		}
 	}

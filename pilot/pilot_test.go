@@ -229,3 +229,38 @@ modules:
 	require.NoError(t, err)
 	require.Contains(t, d.Attempts[0].Reason, "no program")
 }
+
+// The app's node-local data dir outlives attempts and pilots while the app
+// runs, and the last pilot to leave after the app ended removes it.
+func TestNodeLocalDataDirLivesAsLongAsTheApp(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.script(t, "w/run.sh", `
+[ -d "$LOCAL_DATA_ROOT" ] || { echo "no LOCAL_DATA_ROOT: '$LOCAL_DATA_ROOT'" >&2; exit 5; }
+echo "$1" >> "$LOCAL_DATA_ROOT/seen.txt"
+`)
+	a := e.createApp(t, `
+name: local-data
+modules:
+  w:
+    arguments: {code_path: "${DIR}/w"}
+    parameters: {start_task: [one, two]}
+`)
+	data := filepath.Join(e.dir, "scratch", "scalebox", "data", fmt.Sprintf("app-%d", a.ID))
+	stats := e.runPilot(t, a.ID, map[string]int{"w": 1})
+	require.EqualValues(t, 2, stats.Succeeded.Load())
+	b, err := os.ReadFile(filepath.Join(data, "seen.txt"))
+	require.NoError(t, err, "the data dir stays while the app runs")
+	require.ElementsMatch(t, []string{"one", "two"}, strings.Fields(string(b)))
+
+	// Once the app has ended, the next pilot to leave removes it.
+	_, err = e.client.AppSetFinished(e.ctx, a.ID, "done")
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(e.ctx, 30*time.Second)
+	defer cancel()
+	_, err = pilot.Run(ctx, pilot.Config{Broker: e.url, AppID: a.ID, Slots: map[string]int{"w": 1}, Host: "node-a",
+		Scratch: filepath.Join(e.dir, "scratch"), MaxIdle: 100 * time.Millisecond, Log: zaptest.NewLogger(t).Named("pilot")})
+	require.NoError(t, err)
+	require.NoError(t, ctx.Err(), "the pilot retires itself when idle")
+	require.NoDirExists(t, data)
+}

@@ -267,3 +267,28 @@ func (o *OCI) Remove(ctx context.Context, name string) error {
 }
 
 var _ Engine = (*OCI)(nil)
+
+// ImageDigest returns the content digest ("sha256:…") of a local image,
+// for the attempt record: podman's manifest digest, docker's image ID. An
+// image that is not local yet (the run will pull it) is an error.
+func (o *OCI) ImageDigest(ctx context.Context, image string) (string, error) {
+	if err := o.check(); err != nil {
+		return "", err
+	}
+	if image == "" || strings.HasPrefix(image, "-") {
+		return "", fmt.Errorf("image digest: bad image %q", image)
+	}
+	format := "{{.Digest}}"
+	if o.Flavor == FlavorDocker {
+		format = "{{.Id}}"
+	}
+	cmd := exec.CommandContext(ctx, o.bin(), "image", "inspect", "--format", format, image)
+	cmd.Env = o.Env
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("%s image inspect %s: %w: %s", o.Flavor, image, err, ociClip(strings.TrimSpace(stderr.String()), 500))
+	}
+	return strings.TrimSpace(string(out)), nil
+}

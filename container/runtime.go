@@ -119,6 +119,7 @@ type Run struct {
 	Mode        Mode       `json:"mode"`
 	Image       string     `json:"image"`
 	ImageDigest string     `json:"image_digest,omitempty"`
+	ImageID     string     `json:"image_id,omitempty"` // a SIF's UUID
 	Name        string     `json:"name,omitempty"`
 	Start       time.Time  `json:"start"`           // the engine was started
 	Ready       *time.Time `json:"ready,omitempty"` // PerSlot: the agent answered

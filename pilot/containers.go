@@ -62,8 +62,9 @@ const (
 type containers struct {
 	cfg    ContainerConfig
 	engine container.Engine
-	cache  *singularity.Cache                  // Apptainer/Singularity
-	remove func(context.Context, string) error // podman/docker
+	cache  *singularity.Cache                            // Apptainer/Singularity
+	remove func(context.Context, string) error           // podman/docker
+	digest func(context.Context, string) (string, error) // podman/docker
 }
 
 // newContainers detects the configured engine.
@@ -111,7 +112,7 @@ func newContainers(ctx context.Context, cfg ContainerConfig, scratch string) (*c
 		if err != nil {
 			return nil, err
 		}
-		c.engine, c.remove = oci, oci.Remove
+		c.engine, c.remove, c.digest = oci, oci.Remove, oci.ImageDigest
 	default:
 		return nil, fmt.Errorf("container engine %q: want none, apptainer, singularity, podman or docker", cfg.Engine)
 	}
@@ -218,6 +219,8 @@ func (b *boxSlot) ensure(ctx context.Context) (*container.Runtime, error) {
 			return nil, fmt.Errorf("module %s: %w", m.name, err)
 		}
 		image, digest, b.staged = st.Path, st.Digest, st
+	} else if c.digest != nil {
+		digest, _ = c.digest(ctx, image) // "" when the run is going to pull it
 	}
 	fail := func(err error) (*container.Runtime, error) {
 		_ = b.staged.Release()
@@ -263,13 +266,16 @@ func (b *boxSlot) ensure(ctx context.Context) (*container.Runtime, error) {
 // lastRun is the container record of the latest attempt.
 func (b *boxSlot) lastRun(res *executor.Result) *container.Run {
 	b.mu.Lock()
-	rt := b.rt
+	rt, staged := b.rt, b.staged
 	b.mu.Unlock()
 	if rt == nil {
 		return nil
 	}
 	run := rt.LastRun(res)
 	run.Image = b.m.spec.BaseImage
+	if staged != nil {
+		run.ImageID = staged.ID
+	}
 	return run
 }
 

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -213,4 +214,42 @@ func TestSitesAndPilotScript(t *testing.T) {
 	require.Contains(t, errs, "bad-site.yaml:4")
 	code, _, _ = c.run("site", "show", "nope")
 	require.Equal(t, cli.ExitNotFound, code)
+}
+
+func TestPilotExplainBinds(t *testing.T) {
+	c := newCLI(t, true)
+	c.write("app/code/run.sh", "#!/bin/sh\n")
+	data := filepath.Join(c.dir, "data")
+	require.NoError(t, os.MkdirAll(data, 0o755))
+	app := c.write("app/app.yaml", `name: boxed
+modules:
+  calc:
+    base_image: /images/calc.sif
+    arguments: {code_path: "`+filepath.Join(c.dir, "app", "code")+`"}
+    volumes: ["`+data+`:/data:ro"]
+  router:
+    arguments: {code_path: code}
+`)
+	code, out, errs := c.run("--json", "app", "create", app)
+	require.Equal(t, 0, code, errs)
+	var created map[string]int64
+	require.NoError(t, json.Unmarshal([]byte(out), &created))
+	appID := "--app-id=" + itoa(created["app_id"])
+
+	code, out, errs = c.run("pilot", "explain-binds", appID, "--container-engine", "apptainer", "--scratch", "/scratch")
+	require.Equal(t, 0, code, errs)
+	require.Contains(t, out, `module calc (image "/images/calc.sif", engine apptainer, mode slot):`)
+	require.NotContains(t, out, "module router", "a module without an image runs on the host")
+	require.Regexp(t, `(?m)^TARGET\s+SOURCE\s+MODE\s+WHY$`, out)
+	require.Regexp(t, `(?m)^/work\s+/scratch/scalebox/pilot-<id>/slot-calc-<n>\s+rw\s+work dir \(WORK_DIR\)$`, out)
+	require.Regexp(t, `(?m)^/local_data_root\s+/scratch/scalebox/data/app-\d+\s+rw`, out)
+	require.Regexp(t, `(?m)^/app/bin\s+`+regexp.QuoteMeta(filepath.Join(c.dir, "app", "code"))+`\s+ro\s+arguments.code_path$`, out)
+	require.Regexp(t, `(?m)^/data\s+`+regexp.QuoteMeta(data)+`\s+ro\s+volumes\[0\]$`, out)
+
+	// A missing volume source is reported with the module, exit code 3.
+	require.NoError(t, os.RemoveAll(data))
+	code, _, errs = c.run("pilot", "explain-binds", appID, "--module", "calc")
+	require.Equal(t, cli.ExitInvalid, code)
+	require.Contains(t, errs, "module calc")
+	require.Contains(t, errs, data)
 }

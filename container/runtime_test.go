@@ -132,3 +132,41 @@ func TestPerTaskContainer(t *testing.T) {
 	require.NotNil(t, run.Stop)
 	require.False(t, run.Stop.Before(run.Start))
 }
+
+// In podman the agent is process 1 of its container: what a task leaves
+// behind is killed with its process group and reaped by the agent, so no
+// zombie piles up over a long run.
+func TestPodmanSlotAgentReapsWhatTasksLeaveBehind(t *testing.T) {
+	containertest.Podman(t)
+	bin := testenv.Scalebox(t)
+	image := containertest.PodmanImage(t, containertest.Rootfs(t, bin))
+	oci, err := container.NewOCI(container.FlavorPodman, "")
+	require.NoError(t, err)
+	dir, err := os.MkdirTemp("", "sbrt-")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	work, run := filepath.Join(dir, "work"), filepath.Join(dir, "run")
+	require.NoError(t, os.Mkdir(work, 0o755))
+	require.NoError(t, os.Mkdir(run, 0o755))
+	rt := &container.Runtime{Engine: oci, Mode: container.PerSlot, Remove: oci.Remove, ContainerName: "sbrt-reap",
+		Base: container.Spec{Image: image, Binds: []container.Bind{{Source: work, Target: "/work"},
+			{Source: run, Target: container.RunDirTarget}, {Source: bin, Target: container.AgentBinaryTarget, ReadOnly: true}}},
+		AgentSocket: filepath.Join(run, "a.sock"), AgentSocketTarget: container.RunDirTarget + "/a.sock"}
+	t.Cleanup(func() { _ = rt.Close() })
+	ctx := context.Background()
+	for range 5 {
+		res, err := rt.Run(ctx, sh("sleep 1000 >/dev/null 2>&1 & sleep 1000 >/dev/null 2>&1 & echo started"))
+		require.NoError(t, err)
+		require.Equal(t, "started\n", res.Stdout)
+	}
+	zombies := func() string {
+		res, err := rt.Run(ctx, sh(`for f in /proc/[0-9]*/stat; do read -r l < "$f" && echo "${l##*) }"; done | grep -c '^Z' || true`))
+		require.NoError(t, err)
+		return res.Stdout
+	}
+	// The kills and SIGCHLDs of the last task may still be in flight.
+	deadline := time.Now().Add(10 * time.Second)
+	for zombies() != "0\n" {
+		require.True(t, time.Now().Before(deadline), "zombies left in the slot container: %s", zombies())
+	}
+}

@@ -50,6 +50,9 @@ func Main(ctx context.Context, socket string, ready io.Writer, stdin io.Reader) 
 			cancel()
 		}()
 	}
+	if os.Getpid() == 1 {
+		go reapOrphans(ctx)
+	}
 	if ready != nil {
 		if _, err := fmt.Fprintf(ready, "%s %d\n", readyPrefix, ProtocolVersion); err != nil {
 			_ = ln.Close()

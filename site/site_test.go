@@ -61,3 +61,30 @@ func TestBadSitesNameTheLine(t *testing.T) {
 	_, err = s.JobSpec(1, 1)
 	require.ErrorContains(t, err, "only slurm and pbs")
 }
+
+func TestContainerSettingsReachThePilot(t *testing.T) {
+	t.Parallel()
+	s, err := site.Parse("s.yaml", []byte(`name: gpu
+kind: slurm
+broker: http://login:8080
+pilot:
+  container:
+    engine: apptainer
+    path: /opt/apptainer/bin/apptainer
+    flags: [--userns, "--bind=/cvmfs"]
+    cleanenv: true
+    gpu: amd
+    image_cache: /local/images
+    image_cache_gb: 50
+    data_root: /lustre/proj
+`))
+	require.NoError(t, err)
+	j, err := s.JobSpec(3, 1)
+	require.NoError(t, err)
+	require.Equal(t, []string{"--container-engine", "apptainer", "--container-path", "/opt/apptainer/bin/apptainer",
+		"--gpu-vendor", "amd", "--image-cache", "/local/images", "--data-root", "/lustre/proj", "--image-cache-gb", "50",
+		"--container-flag=--userns", "--container-flag=--bind=/cvmfs", "--cleanenv"}, j.Command[len(j.Command)-15:])
+
+	_, err = site.Parse("s.yaml", []byte("name: a\nkind: slurm\nbroker: http://x\npilot:\n  container:\n    engine: lxc\n"))
+	require.ErrorContains(t, err, "s.yaml:6: pilot.container.engine")
+}

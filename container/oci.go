@@ -146,12 +146,12 @@ func (o *OCI) Command(s *Spec) (argv, env []string, err error) {
 		}
 		argv = append(argv, "-v", v)
 	}
-	envs, err := ociEnv(s.Env)
+	envs, err := ParseEnv(s.Env)
 	if err != nil {
 		return nil, nil, err
 	}
-	for _, kv := range envs {
-		argv = append(argv, "--env", kv)
+	for _, e := range envs {
+		argv = append(argv, "--env", e.Name+"="+e.Value)
 	}
 	switch s.GPU {
 	case GPUNone:
@@ -193,28 +193,32 @@ func ociVolume(b Bind, flavor string) (string, error) {
 	return v, nil
 }
 
-// ociEnv checks K=V entries; a later entry for a name replaces an earlier
-// one in place.
-func ociEnv(kvs []string) ([]string, error) {
+// EnvVar is one container variable.
+type EnvVar struct{ Name, Value string }
+
+// ParseEnv reads "K=V" entries for a container, as every engine needs
+// them: each name a shell variable name, no value holding NUL, and a later
+// entry for a name replacing an earlier one in place.
+func ParseEnv(kvs []string) ([]EnvVar, error) {
 	index := map[string]int{}
-	var out []string
+	var out []EnvVar
 	for _, kv := range kvs {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok {
 			return nil, fmt.Errorf("container env entry %q is not NAME=VALUE", ociClip(kv, 80))
 		}
 		if !ociEnvNameRE.MatchString(k) {
-			return nil, fmt.Errorf("container env name %q is not a variable name ([A-Za-z_][A-Za-z0-9_]*)", ociClip(k, 80))
+			return nil, fmt.Errorf("container env name %q is not a shell variable name ([A-Za-z_][A-Za-z0-9_]*)", ociClip(k, 80))
 		}
 		if strings.ContainsRune(v, 0) {
 			return nil, fmt.Errorf("container env %s contains a NUL byte", k)
 		}
 		if i, dup := index[k]; dup {
-			out[i] = kv
+			out[i].Value = v
 			continue
 		}
 		index[k] = len(out)
-		out = append(out, kv)
+		out = append(out, EnvVar{k, v})
 	}
 	return out, nil
 }

@@ -1,14 +1,12 @@
 package e2e_test
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,6 +16,7 @@ import (
 	"github.com/scalebox-hpc/scalebox/api"
 	"github.com/scalebox-hpc/scalebox/broker"
 	"github.com/scalebox-hpc/scalebox/container/containertest"
+	"github.com/scalebox-hpc/scalebox/internal/testenv"
 	"github.com/scalebox-hpc/scalebox/singularity/apptainertest"
 	"github.com/scalebox-hpc/scalebox/singularity/siftest"
 )
@@ -167,25 +166,8 @@ func tinyDisk(t *testing.T) string {
 // pilotProc is a `scalebox pilot run` process of a test.
 type pilotProc struct {
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *testenv.Buffer
 	done chan error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // startPilot starts the scalebox binary as a pilot of app appID on this
@@ -197,7 +179,7 @@ func (e *env) startPilot(t *testing.T, appID int64, slots string, args ...string
 	cmd := exec.Command(scaleboxBinary(t), argv...)
 	cmd.Env = append(os.Environ(), "SCALEBOX_TOKEN=", "SCALEBOX_TOKEN_FILE="+filepath.Join(e.dir, "no-token"),
 		"GORACE=halt_on_error=1 atexit_sleep_ms=0")
-	p := &pilotProc{cmd: cmd, out: &syncBuffer{}, done: make(chan error, 1)}
+	p := &pilotProc{cmd: cmd, out: &testenv.Buffer{}, done: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	require.NoError(t, cmd.Start())
 	go func() { p.done <- cmd.Wait() }()

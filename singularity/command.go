@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"path"
-	"regexp"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -31,7 +30,6 @@ import (
 // the tool and its version, instead of corrupting them.
 
 var (
-	envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	// reservedEnv are names the tool does not let the environment set (or
 	// gives another meaning), with what to do instead.
 	reservedEnv = map[string]string{
@@ -235,29 +233,19 @@ func (t *Tool) containerEnv(kvs []string) ([]string, error) {
 	}
 	noEval := t.has(featNoEval)
 	prefix := t.EnvPrefix()
-	index := map[string]int{}
-	var out []string
-	for _, kv := range kvs {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok {
-			return nil, fmt.Errorf("container env entry %q is not NAME=VALUE", clip(kv, 80))
+	vars, err := container.ParseEnv(kvs)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(vars))
+	for _, e := range vars {
+		if why, bad := reservedEnv[e.Name]; bad {
+			return nil, fmt.Errorf("container env %s cannot be set through %s%s: %s", e.Name, prefix, e.Name, why)
 		}
-		if !envNameRE.MatchString(k) {
-			return nil, fmt.Errorf("container env name %q is not a shell variable name ([A-Za-z_][A-Za-z0-9_]*): %s cannot export it", clip(k, 80), t.info.Flavour)
-		}
-		if why, bad := reservedEnv[k]; bad {
-			return nil, fmt.Errorf("container env %s cannot be set through %s%s: %s", k, prefix, k, why)
-		}
-		if err := t.checkEnvValue(k, v, noEval); err != nil {
+		if err := t.checkEnvValue(e.Name, e.Value, noEval); err != nil {
 			return nil, err
 		}
-		entry := prefix + k + "=" + v
-		if i, dup := index[k]; dup {
-			out[i] = entry
-			continue
-		}
-		index[k] = len(out)
-		out = append(out, entry)
+		out = append(out, prefix+e.Name+"="+e.Value)
 	}
 	return out, nil
 }
@@ -266,9 +254,6 @@ func (t *Tool) containerEnv(kvs []string) ([]string, error) {
 func (t *Tool) checkEnvValue(k, v string, noEval bool) error {
 	if !utf8.ValidString(v) {
 		return fmt.Errorf("container env %s is not valid UTF-8", k)
-	}
-	if strings.ContainsRune(v, 0) {
-		return fmt.Errorf("container env %s contains a NUL byte", k)
 	}
 	if noEval {
 		return nil

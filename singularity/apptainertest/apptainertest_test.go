@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/scalebox-hpc/scalebox/container"
+	"github.com/scalebox-hpc/scalebox/internal/testenv"
 	"github.com/scalebox-hpc/scalebox/singularity"
 	"github.com/scalebox-hpc/scalebox/singularity/apptainertest"
 	"github.com/scalebox-hpc/scalebox/singularity/siftest"
@@ -352,24 +353,6 @@ func TestStdinPassedThrough(t *testing.T) {
 	require.NoError(t, cmd.Wait())
 }
 
-// lockedBuffer is a bytes.Buffer safe to read while exec's copier writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestSIGTERMToProcessGroup signals the double's process group as an
 // executor does and expects the command to end promptly with 128+SIGTERM.
 // (Not with --pid --no-init: there the command is PID 1 of its namespace
@@ -384,7 +367,7 @@ func TestSIGTERMToProcessGroup(t *testing.T) {
 			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 			stdout, err := cmd.StdoutPipe()
 			require.NoError(t, err)
-			var stderr lockedBuffer
+			var stderr testenv.Buffer
 			cmd.Stderr = &stderr
 			require.NoError(t, cmd.Start())
 			lines := bufio.NewScanner(stdout)

@@ -279,20 +279,6 @@ func (b *boxSlot) lastRun(res *executor.Result) *container.Run {
 	return run
 }
 
-// toContainer translates a host path under a bind ("" if it is not).
-func (b *boxSlot) toContainer(host string) string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.binds == nil {
-		return ""
-	}
-	cp, ok := b.binds.ToContainer(host)
-	if !ok {
-		return ""
-	}
-	return cp
-}
-
 // close stops the slot's container and releases its image.
 func (b *boxSlot) close() {
 	b.mu.Lock()

@@ -137,11 +137,9 @@ func build() (string, error) {
 	if !ok {
 		return "", errors.New("cannot locate the apptainertest sources")
 	}
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goBin); err != nil {
-		if goBin, err = exec.LookPath("go"); err != nil {
-			return "", errors.New("the go command is not found")
-		}
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		return "", errors.New("the go command is not found on PATH")
 	}
 	src := filepath.Join(filepath.Dir(self), "double")
 	if _, err := os.Stat(filepath.Join(src, "main.go")); err != nil {

@@ -1,3 +1,5 @@
+//lint:file-ignore ST1005 the double prints the real tool's messages, capitals included
+
 package main
 
 import (

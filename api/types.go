@@ -289,6 +289,12 @@ type TaskAttempt struct {
 // HeartbeatRequest renews a pilot's leases and reports running attempts.
 type HeartbeatRequest struct {
 	Running []TaskAttempt `json:"running,omitempty"`
+	// Held, with Reconcile, are the pilot's other attempts: leased to it
+	// and queued there, or done and not yet reported. Only the leases of
+	// Running and Held are renewed then; a lease whose grant never reached
+	// the pilot runs out after its TTL.
+	Held      []TaskAttempt `json:"held,omitempty"`
+	Reconcile bool          `json:"reconcile,omitempty"`
 }
 
 // HeartbeatResponse lists attempts the pilot must stop (no longer its

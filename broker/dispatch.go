@@ -288,13 +288,10 @@ func (b *Broker) Heartbeat(ctx context.Context, p Principal, pilotID int64, r *a
 	status := b.pilotStatus(ps)
 	if status == store.PilotLost || status == store.PilotGone {
 		// Its leases are gone or going: everything it runs is stale.
-		return &api.HeartbeatResponse{Stale: r.Running, Status: status}, nil
+		return &api.HeartbeatResponse{Stale: append(r.Running, r.Held...), Status: status}, nil
 	}
-	running := make([]store.TaskAttempt, len(r.Running))
-	for i, ta := range r.Running {
-		running[i] = store.TaskAttempt{TaskID: ta.TaskID, Attempt: ta.Attempt}
-	}
-	stale, err := b.store.TaskHeartbeat(ctx, store.TaskHeartbeatParams{PilotID: pilotID, Running: running, TTL: b.cfg.LeaseTTL, Now: b.now()})
+	stale, err := b.store.TaskHeartbeat(ctx, store.TaskHeartbeatParams{PilotID: pilotID, Running: storeAttempts(r.Running),
+		Held: storeAttempts(r.Held), Reconcile: r.Reconcile, TTL: b.cfg.LeaseTTL, Now: b.now()})
 	if err != nil {
 		return nil, err
 	}
@@ -489,5 +486,13 @@ func pilotView(p *store.Pilot) api.Pilot {
 		out.Deadline = &d
 	}
 	_ = json.Unmarshal([]byte(p.Slots), &out.Slots)
+	return out
+}
+
+func storeAttempts(in []api.TaskAttempt) []store.TaskAttempt {
+	out := make([]store.TaskAttempt, len(in))
+	for i, ta := range in {
+		out[i] = store.TaskAttempt{TaskID: ta.TaskID, Attempt: ta.Attempt}
+	}
 	return out
 }

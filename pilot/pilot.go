@@ -130,6 +130,7 @@ type Pilot struct {
 	mu       sync.Mutex
 	modules  map[int64]*module // by module id
 	running  map[int64]*attempt
+	held     map[int64]int // task → attempt of every lease this pilot holds: queued, running, or done and not yet reported
 	free     map[int64]int // free slots per module id
 	queued   map[int64]int // leased, not yet started, per module id
 	lastBusy time.Time
@@ -196,6 +197,7 @@ func Run(ctx context.Context, cfg Config) (*Stats, error) {
 		log:      cfg.Log,
 		modules:  map[int64]*module{},
 		running:  map[int64]*attempt{},
+		held:     map[int64]int{},
 		free:     map[int64]int{},
 		queued:   map[int64]int{},
 		results:  make(chan *api.Result, 1024),
@@ -480,6 +482,9 @@ func (p *Pilot) leaseModule(ctx context.Context, m *module) error {
 		p.mu.Lock()
 		p.queued[m.id] += len(res.Tasks)
 		p.lastBusy = time.Now()
+		for _, t := range res.Tasks {
+			p.held[t.TaskID] = t.Attempt
+		}
 		p.mu.Unlock()
 		for i := range res.Tasks {
 			m.queue <- &res.Tasks[i]
@@ -599,10 +604,17 @@ func (p *Pilot) heartbeater(ctx context.Context, stopLeasing func()) {
 		case <-t.C:
 		}
 		p.mu.Lock()
-		req := &api.HeartbeatRequest{}
+		// Reconcile: the broker renews only what this pilot holds, so a
+		// lease whose grant was lost on the way runs out.
+		req := &api.HeartbeatRequest{Reconcile: true}
 		for _, a := range p.running {
 			if a.started.Load() {
 				req.Running = append(req.Running, api.TaskAttempt{TaskID: a.task.TaskID, Attempt: a.task.Attempt})
+			}
+		}
+		for id, att := range p.held {
+			if a := p.running[id]; a == nil || !a.started.Load() {
+				req.Held = append(req.Held, api.TaskAttempt{TaskID: id, Attempt: att})
 			}
 		}
 		p.mu.Unlock()
@@ -677,6 +689,13 @@ func (p *Pilot) reporter() {
 // send delivers a batch, retrying until the broker takes it: results are
 // never dropped while the pilot lives.
 func (p *Pilot) send(batch []api.Result) {
+	defer func() {
+		tas := make([]api.TaskAttempt, len(batch))
+		for i, r := range batch {
+			tas[i] = api.TaskAttempt{TaskID: r.TaskID, Attempt: r.Attempt}
+		}
+		p.unhold(tas...)
+	}()
 	backoff := 100 * time.Millisecond
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -702,6 +721,17 @@ func (p *Pilot) send(batch []api.Result) {
 		p.log.Warn("report failed; retrying", zap.Error(err), zap.Duration("in", backoff))
 		time.Sleep(backoff)
 		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+// unhold forgets leases: their results were reported, or they are lost.
+func (p *Pilot) unhold(tas ...api.TaskAttempt) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, ta := range tas {
+		if p.held[ta.TaskID] == ta.Attempt {
+			delete(p.held, ta.TaskID)
+		}
 	}
 }
 

@@ -254,6 +254,9 @@ func (p *Pilot) execute(ctx context.Context, sr *slotRun, batch []*api.LeasedTas
 	case errors.Is(cause, errStale):
 		// The lease is someone else's: a result would be fenced anyway.
 		p.log.Warn("attempt abandoned: lease lost", zap.Int64("task", t.TaskID), zap.Int("attempt", t.Attempt))
+		for _, bt := range batch {
+			p.unhold(api.TaskAttempt{TaskID: bt.TaskID, Attempt: bt.Attempt})
+		}
 		return
 	case cause != nil:
 		// The pilot is stopping (grace over, walltime): not the module's fault.

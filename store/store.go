@@ -398,8 +398,17 @@ type TaskAttempt struct {
 type TaskHeartbeatParams struct {
 	PilotID int64
 	Running []TaskAttempt // attempts that have started since the last heartbeat (or are running)
-	TTL     time.Duration
-	Now     time.Time
+	// Held, with Reconcile, are the other attempts the pilot holds (leased
+	// to it, queued there or done but not yet reported). Only the leases of
+	// Held and Running are renewed then, so a lease whose grant never
+	// reached the pilot (a response lost with a broker restart) expires
+	// after its TTL instead of being renewed forever; a held attempt that
+	// is no longer the pilot's is returned as stale. Without Reconcile
+	// every lease of the pilot is renewed.
+	Held      []TaskAttempt
+	Reconcile bool
+	TTL       time.Duration
+	Now       time.Time
 }
 
 // Completion is the result of one attempt.

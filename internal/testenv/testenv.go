@@ -50,9 +50,10 @@ func Repo(rel string) string {
 	}
 }
 
-// Scalebox builds ./cmd/scalebox once, with -race when the test binary has
-// it (a race in a pilot then shows in its job's output), in a directory
-// outside per-test temp dirs (batch jobs exec it), and returns its path.
+// Scalebox builds ./cmd/scalebox and ./cmd/scalebox-broker once, with
+// -race when the test binary has it (a race in a pilot then shows in its
+// job's output), in a directory outside per-test temp dirs (batch jobs
+// exec it), and returns the path of scalebox.
 func Scalebox(tb testing.TB) string {
 	tb.Helper()
 	binOnce.Do(func() {
@@ -65,7 +66,7 @@ func Scalebox(tb testing.TB) string {
 		if RaceEnabled() {
 			args, cgo = append(args, "-race"), "CGO_ENABLED=1"
 		}
-		build := exec.Command("go", append(args, "./cmd/scalebox")...)
+		build := exec.Command("go", append(args, "./cmd/scalebox", "./cmd/scalebox-broker")...)
 		build.Dir = Repo("")
 		build.Env = append(os.Environ(), cgo)
 		if out, err := build.CombinedOutput(); err != nil {
@@ -76,6 +77,12 @@ func Scalebox(tb testing.TB) string {
 		tb.Fatal(binErr)
 	}
 	return filepath.Join(binDir, "scalebox")
+}
+
+// ScaleboxBroker is the path of the scalebox-broker built with Scalebox.
+func ScaleboxBroker(tb testing.TB) string {
+	tb.Helper()
+	return filepath.Join(filepath.Dir(Scalebox(tb)), "scalebox-broker")
 }
 
 // RaceEnabled reports whether the running binary was built with -race.

@@ -121,7 +121,7 @@ func attemptPairs(as []store.TaskAttempt) (ids []int64, attempts []int32, err er
 func (s *Store) TaskHeartbeat(ctx context.Context, p store.TaskHeartbeatParams) ([]store.TaskAttempt, error) {
 	op := fmt.Sprintf("heartbeat of pilot %d", p.PilotID)
 	// Attempts that cannot exist are stale without asking.
-	var stale, listed []store.TaskAttempt
+	var stale, listed, held []store.TaskAttempt
 	for _, a := range p.Running {
 		if checkInt32("attempt", a.Attempt) != nil {
 			stale = append(stale, a)
@@ -129,21 +129,37 @@ func (s *Store) TaskHeartbeat(ctx context.Context, p store.TaskHeartbeatParams) 
 			listed = append(listed, a)
 		}
 	}
+	if p.Reconcile {
+		for _, a := range p.Held {
+			if checkInt32("attempt", a.Attempt) != nil {
+				stale = append(stale, a)
+			} else {
+				held = append(held, a)
+			}
+		}
+	}
 	ids, attempts, err := attemptPairs(listed)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	heldIDs, heldAttempts, err := attemptPairs(held)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
 	t := now(p.Now)
 	b := &pgx.Batch{}
 	// The pilot's leases are locked in id order, as TaskComplete locks, so
-	// a heartbeat and a completion of the same pilot cannot deadlock.
+	// a heartbeat and a completion of the same pilot cannot deadlock. With
+	// Reconcile only the held and running attempts are renewed.
 	b.Queue(`
 		UPDATE tasks t SET lease_expires = $3, updated_at = $2,
 			status = CASE WHEN (t.id, t.attempt) IN (SELECT * FROM unnest($4::bigint[], $5::int[])) THEN -3 ELSE t.status END
 		WHERE t.id = ANY (ARRAY(
 				SELECT id FROM tasks WHERE pilot_id = $1 AND status IN (-2, -3) ORDER BY id FOR UPDATE))
 			AND t.pilot_id = $1 AND t.status IN (-2, -3)
-		RETURNING t.id, t.attempt`, p.PilotID, t, ts(t.Add(p.TTL)), ids, attempts)
+			AND (NOT $6 OR (t.id, t.attempt) IN (SELECT * FROM unnest($4::bigint[], $5::int[]))
+				OR (t.id, t.attempt) IN (SELECT * FROM unnest($7::bigint[], $8::int[])))
+		RETURNING t.id, t.attempt`, p.PilotID, t, ts(t.Add(p.TTL)), ids, attempts, p.Reconcile, heldIDs, heldAttempts)
 	b.Queue(`UPDATE pilots SET last_seen = $2 WHERE id = $1`, p.PilotID, t)
 	br := s.pool.SendBatch(ctx, b)
 	defer br.Close()
@@ -151,14 +167,14 @@ func (s *Store) TaskHeartbeat(ctx context.Context, p store.TaskHeartbeatParams) 
 	if err != nil {
 		return nil, dbErr(op, err)
 	}
-	held := map[store.TaskAttempt]bool{}
+	got := map[store.TaskAttempt]bool{}
 	for rows.Next() {
 		var a store.TaskAttempt
 		if err := rows.Scan(&a.TaskID, &a.Attempt); err != nil {
 			rows.Close()
 			return nil, dbErr(op, err)
 		}
-		held[a] = true
+		got[a] = true
 	}
 	if err := rows.Err(); err != nil {
 		return nil, dbErr(op, err)
@@ -169,8 +185,8 @@ func (s *Store) TaskHeartbeat(ctx context.Context, p store.TaskHeartbeatParams) 
 	if err := br.Close(); err != nil {
 		return nil, dbErr(op, err)
 	}
-	for _, a := range listed {
-		if !held[a] {
+	for _, a := range append(listed, held...) {
+		if !got[a] {
 			stale = append(stale, a)
 		}
 	}

@@ -103,22 +103,41 @@ func (s *Store) TaskHeartbeat(ctx context.Context, p store.TaskHeartbeatParams) 
 	var stale []store.TaskAttempt
 	err := s.write(ctx, func(tx *wtx) error {
 		stale = stale[:0]
-		renew, err := tx.stmt(ctx, `UPDATE tasks SET lease_expires = ?1 WHERE pilot_id = ?2 AND status IN (-2, -3)`)
-		if err != nil {
-			return err
-		}
-		if _, err := renew.ExecContext(ctx, expires, p.PilotID); err != nil {
-			return fmt.Errorf("renew leases: %w", err)
+		if p.Reconcile {
+			renew, err := tx.stmt(ctx, `UPDATE tasks SET lease_expires = ?1
+WHERE id = ?2 AND attempt = ?3 AND pilot_id = ?4 AND status IN (-2, -3)`)
+			if err != nil {
+				return err
+			}
+			for _, ta := range p.Held {
+				r, err := renew.ExecContext(ctx, expires, ta.TaskID, ta.Attempt, p.PilotID)
+				if err != nil {
+					return fmt.Errorf("renew lease of task %d: %w", ta.TaskID, err)
+				}
+				if n, err := r.RowsAffected(); err != nil {
+					return err
+				} else if n == 0 {
+					stale = append(stale, ta)
+				}
+			}
+		} else {
+			renew, err := tx.stmt(ctx, `UPDATE tasks SET lease_expires = ?1 WHERE pilot_id = ?2 AND status IN (-2, -3)`)
+			if err != nil {
+				return err
+			}
+			if _, err := renew.ExecContext(ctx, expires, p.PilotID); err != nil {
+				return fmt.Errorf("renew leases: %w", err)
+			}
 		}
 		if len(p.Running) > 0 {
-			running, err := tx.stmt(ctx, `UPDATE tasks SET status = -3,
+			running, err := tx.stmt(ctx, `UPDATE tasks SET status = -3, lease_expires = ?5,
 updated_at = CASE WHEN status = -3 THEN updated_at ELSE ?1 END
 WHERE id = ?2 AND attempt = ?3 AND pilot_id = ?4 AND status IN (-2, -3)`)
 			if err != nil {
 				return err
 			}
 			for _, ta := range p.Running {
-				r, err := running.ExecContext(ctx, now, ta.TaskID, ta.Attempt, p.PilotID)
+				r, err := running.ExecContext(ctx, now, ta.TaskID, ta.Attempt, p.PilotID, expires)
 				if err != nil {
 					return fmt.Errorf("mark task %d running: %w", ta.TaskID, err)
 				}

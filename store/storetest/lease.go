@@ -23,6 +23,7 @@ var taskLeaseTests = []namedTest{
 
 var taskHeartbeatTests = []namedTest{
 	{"RenewAndRunning", testHeartbeatRenewAndRunning},
+	{"Reconcile", testHeartbeatReconcile},
 	{"Stale", testHeartbeatStale},
 }
 
@@ -335,4 +336,40 @@ func testHeartbeatStale(t *testing.T, s store.Store) {
 	require.Equal(t, store.StatusQueued, f.get(t, ids[3]).Status)
 	require.Equal(t, 2, f.get(t, ids[3]).Attempt)
 	require.Equal(t, store.StatusReady, f.get(t, ids[4]).Status)
+}
+
+// With Reconcile only the attempts the pilot says it holds are renewed: a
+// lease whose grant never reached the pilot runs out.
+func testHeartbeatReconcile(t *testing.T, s store.Store) {
+	f := newFixture(t, s)
+	ids := f.add(t, "a", "running", "queued", "lost-grant", "theirs")
+	other := mustPilot(t, s, "local", "n2", T0)
+	require.Len(t, f.lease(t, f.pilot, "a", 3, T0), 3)
+	require.Len(t, f.lease(t, other, "a", 1, T0), 1)
+
+	now := at(30 * time.Second)
+	stale, err := s.TaskHeartbeat(f.ctx, store.TaskHeartbeatParams{
+		PilotID:   f.pilot,
+		Running:   []store.TaskAttempt{{TaskID: ids[0], Attempt: 1}},
+		Held:      []store.TaskAttempt{{TaskID: ids[1], Attempt: 1}, {TaskID: ids[3], Attempt: 1}, {TaskID: ids[1], Attempt: 7}},
+		Reconcile: true,
+		TTL:       2 * time.Minute,
+		Now:       now,
+	})
+	require.NoError(t, err)
+	require.ElementsMatch(t, []store.TaskAttempt{{TaskID: ids[3], Attempt: 1}, {TaskID: ids[1], Attempt: 7}}, stale,
+		"another pilot's lease and a wrong attempt are stale")
+
+	running, queued, lost, theirs := f.get(t, ids[0]), f.get(t, ids[1]), f.get(t, ids[2]), f.get(t, ids[3])
+	require.Equal(t, store.StatusRunning, running.Status)
+	requireTime(t, now.Add(2*time.Minute), running.LeaseExpires, "running LeaseExpires")
+	require.Equal(t, store.StatusQueued, queued.Status)
+	requireTime(t, now.Add(2*time.Minute), queued.LeaseExpires, "queued LeaseExpires")
+	requireTime(t, T0.Add(time.Minute), lost.LeaseExpires, "a lease the pilot does not hold is not renewed")
+	requireTime(t, T0.Add(time.Minute), theirs.LeaseExpires, "another pilot's lease is untouched")
+	require.Equal(t, other, theirs.PilotID)
+
+	expired, err := s.TaskExpireLeases(f.ctx, store.TaskExpireParams{Now: at(time.Minute + time.Second)})
+	require.NoError(t, err)
+	require.ElementsMatch(t, []int64{ids[2], ids[3]}, taskIDs(expired))
 }

@@ -60,6 +60,8 @@ type Broker struct {
 	log   *zap.Logger
 	now   func() time.Time
 
+	startedAt time.Time // Sweep waits a TTL after it, for pilots to re-attach
+
 	mu      sync.RWMutex
 	apps    map[int64]*appState
 	modules map[int64]*moduleState
@@ -125,6 +127,7 @@ func (b *Broker) Start(ctx context.Context) error {
 			b.log.Warn("skip app with unreadable definition", zap.Int64("app", a.ID), zap.Error(err))
 		}
 	}
+	b.startedAt = b.now()
 	go b.maintain()
 	return nil
 }
@@ -160,8 +163,16 @@ func (b *Broker) maintain() {
 
 // Sweep expires leases whose TTL passed (an "infra" attempt each, retried
 // within the infra budget) and marks pilots silent for two TTLs as LOST.
+//
+// For one TTL after the broker starts it does neither: pilots could not
+// renew their leases while the broker was down, and they re-attach with
+// their next heartbeat (every third of a TTL), which renews what they still
+// hold. A restart, however long, then costs no running task.
 func (b *Broker) Sweep(ctx context.Context) error {
 	now := b.now()
+	if now.Before(b.startedAt.Add(b.cfg.LeaseTTL)) {
+		return nil
+	}
 	expired, err := b.store.TaskExpireLeases(ctx, store.TaskExpireParams{
 		Now: now, Policy: b.policy(), Reason: "lease expired (pilot silent past its lease TTL)",
 	})

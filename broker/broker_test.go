@@ -421,3 +421,61 @@ func TestHealthzAndMetrics(t *testing.T) {
 	require.Contains(t, body.String(), "scalebox_tasks_added_total 1")
 	require.Contains(t, body.String(), `scalebox_http_requests_total{code="201",method="POST",route="/api/v1/apps"} 1`)
 }
+
+// A broker that restarts after an outage longer than the lease TTL gives
+// its pilots one TTL to re-attach before it expires leases or declares
+// pilots lost: the restart costs no running task.
+func TestRestartGivesPilotsATTLToReattach(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, t.TempDir()+"/scalebox.db")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = st.Close() })
+	now := time.Now()
+	clock := func() time.Time { return now }
+	start := func() *bundle {
+		b := broker.New(st, broker.Config{LeaseTTL: time.Minute, ExpiryInterval: time.Hour}, zaptest.NewLogger(t))
+		b.SetClock(clock)
+		require.NoError(t, b.Start(ctx))
+		srv := httptest.NewServer(b.Handler())
+		t.Cleanup(func() { b.Close(); srv.Close() })
+		return &bundle{b: b, client: api.NewClient(srv.URL, ""), srv: srv, ctx: ctx}
+	}
+	tb := start()
+	a := tb.createApp(t)
+	pilot := tb.register(t)
+	r, err := tb.client.Lease(ctx, pilot, &api.LeaseRequest{Slots: []api.SlotRequest{{AppID: a.ID, Module: "mr-module", Max: 1}}})
+	require.NoError(t, err)
+	require.Len(t, r.Tasks, 1)
+	held := api.TaskAttempt{TaskID: r.Tasks[0].TaskID, Attempt: r.Tasks[0].Attempt}
+	tb.b.Close()
+
+	// Ten minutes down, then a new broker on the same store.
+	now = now.Add(10 * time.Minute)
+	tb = start()
+	require.NoError(t, tb.b.Sweep(ctx))
+	d, err := tb.client.TaskGet(ctx, held.TaskID)
+	require.NoError(t, err)
+	require.Equal(t, "QUEUED", d.Task.StatusName, "no lease expires in the first TTL after a start")
+
+	// The pilot's next heartbeat re-attaches it and renews what it holds.
+	now = now.Add(20 * time.Second)
+	hb, err := tb.client.Heartbeat(ctx, pilot, &api.HeartbeatRequest{Reconcile: true, Held: []api.TaskAttempt{held}})
+	require.NoError(t, err)
+	require.Empty(t, hb.Stale)
+	require.Equal(t, "ACTIVE", hb.Status)
+	now = now.Add(50 * time.Second) // past the grace, within the renewed lease
+	require.NoError(t, tb.b.Sweep(ctx))
+	d, err = tb.client.TaskGet(ctx, held.TaskID)
+	require.NoError(t, err)
+	require.Equal(t, "QUEUED", d.Task.StatusName)
+	require.Empty(t, d.Attempts)
+
+	// Silent from then on: expired and lost as usual.
+	now = now.Add(3 * time.Minute)
+	require.NoError(t, tb.b.Sweep(ctx))
+	d, err = tb.client.TaskGet(ctx, held.TaskID)
+	require.NoError(t, err)
+	require.Equal(t, "READY", d.Task.StatusName)
+	require.Equal(t, "infra", d.Attempts[0].Kind)
+}

@@ -23,7 +23,7 @@ import (
 
 // Config tunes a broker. Zero values take the defaults.
 type Config struct {
-	LeaseTTL       time.Duration // how long a lease lives without a heartbeat (default 30 s)
+	LeaseTTL       time.Duration // how long a lease lives without a heartbeat, and a pilot may stay silent before it is lost (default 20 s: pilots heartbeat every third of it)
 	MaxWait        time.Duration // longest long-poll (default 60 s)
 	PollFallback   time.Duration // a waiting pilot re-checks the store this often even without a wake-up (default 2 s)
 	ExpiryInterval time.Duration // how often expired leases and lost pilots are swept (default LeaseTTL/4)
@@ -34,7 +34,7 @@ type Config struct {
 
 func (c *Config) setDefaults() {
 	if c.LeaseTTL <= 0 {
-		c.LeaseTTL = 30 * time.Second
+		c.LeaseTTL = 20 * time.Second
 	}
 	if c.MaxWait <= 0 {
 		c.MaxWait = 60 * time.Second
@@ -162,7 +162,7 @@ func (b *Broker) maintain() {
 }
 
 // Sweep expires leases whose TTL passed (an "infra" attempt each, retried
-// within the infra budget) and marks pilots silent for two TTLs as LOST.
+// within the infra budget) and marks pilots silent for a TTL (three missed heartbeats) as LOST.
 //
 // For one TTL after the broker starts it does neither: pilots could not
 // renew their leases while the broker was down, and they re-attach with
@@ -193,7 +193,7 @@ func (b *Broker) Sweep(ctx context.Context) error {
 		}
 		b.log.Info("expired leases", zap.Int("tasks", len(expired)))
 	}
-	lost, err := b.store.PilotMarkLost(ctx, now.Add(-2*b.cfg.LeaseTTL))
+	lost, err := b.store.PilotMarkLost(ctx, now.Add(-b.cfg.LeaseTTL))
 	if err != nil {
 		return err
 	}

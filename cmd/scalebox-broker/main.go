@@ -32,7 +32,7 @@ type options struct {
 	Listen            string        `env:"SCALEBOX_LISTEN" default:"127.0.0.1:8080" help:"Address to serve the API on (use :8080 so compute nodes can reach it)."`
 	TokenFile         string        `env:"SCALEBOX_TOKEN_FILE" default:"~/.scalebox/token" help:"Admin token file: created (mode 0600) on first start, registered if it exists."`
 	NoAuth            bool          `name:"no-auth" help:"Accept requests without tokens (a trusted single-user machine only)."`
-	LeaseTTL          time.Duration `default:"30s" help:"Lease lifetime without a heartbeat."`
+	LeaseTTL          time.Duration `default:"20s" help:"Lease lifetime without a heartbeat; a pilot silent this long is lost and its tasks are requeued (pilots heartbeat every third of it)."`
 	InfraRetries      int           `default:"5" help:"Attempts ended by infrastructure failures (lost pilot, expired lease) retried without spending the module's retry budget."`
 	NoProvision       bool          `name:"no-provision" help:"Do not submit, watch or cancel pilot jobs on slurm/pbs sites."`
 	ProvisionInterval time.Duration `default:"10s" help:"How often the provisioner looks at the backlog and at each site's pilot jobs (one scheduler query per site; the period grows while nothing changes)."`

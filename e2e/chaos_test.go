@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/scalebox-hpc/scalebox/api"
+	"github.com/scalebox-hpc/scalebox/internal/pgtest"
 	"github.com/scalebox-hpc/scalebox/internal/testenv"
 )
 
@@ -164,6 +165,13 @@ func (c *chaos) stuck() string {
 }
 
 func TestChaosPipelineExactlyOnce(t *testing.T) {
+	t.Run("sqlite", func(t *testing.T) { runChaos(t, "") })
+	t.Run("postgres", func(t *testing.T) { runChaos(t, pgtest.DSN(t)) })
+}
+
+// runChaos runs the chaos pipeline on SQLite (dsn "") or on the PostgreSQL
+// database dsn, which it also restarts once.
+func runChaos(t *testing.T, dsn string) {
 	n := 1500
 	if v, err := strconv.Atoi(os.Getenv("SCALEBOX_CHAOS_TASKS")); err == nil && v > 0 {
 		n = v
@@ -176,6 +184,9 @@ func TestChaosPipelineExactlyOnce(t *testing.T) {
 		}
 	})
 	c := &chaos{t: t, dir: dir, db: filepath.Join(dir, "s.db"), addr: freeAddr(t)}
+	if dsn != "" {
+		c.db = dsn
+	}
 	c.url = "http://" + c.addr
 	c.client = api.NewClient(c.url, "")
 	c.startBroker()
@@ -244,6 +255,12 @@ modules:
 		return false
 	}, time.Minute, 50*time.Millisecond), "the stopped pilot was not declared lost")
 	require.NoError(t, stopped.cmd.Process.Signal(syscall.SIGCONT))
+	at(0.50)
+	dbRestarts := 0
+	if dsn != "" {
+		pgtest.Restart(t) // the broker keeps running without its database for a moment
+		dbRestarts++
+	}
 	at(0.55)
 	restartBroker()
 	at(0.70)
@@ -292,6 +309,6 @@ modules:
 		}
 	}
 	require.Equal(t, int64(n)*int64(n+1)/2, sum)
-	t.Logf("chaos: %d tasks per stage, 3 broker kills, 2 pilot kills, 1 pilot stopped past its lease: %d infra attempts, %d fenced results",
-		n, infra, fenced)
+	t.Logf("chaos: %d tasks per stage, 3 broker kills, 2 pilot kills, 1 pilot stopped past its lease, %d database restarts: %d infra attempts, %d fenced results",
+		n, dbRestarts, infra, fenced)
 }

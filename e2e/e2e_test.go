@@ -29,6 +29,7 @@ import (
 	"github.com/scalebox-hpc/scalebox/api"
 	"github.com/scalebox-hpc/scalebox/batch"
 	"github.com/scalebox-hpc/scalebox/broker"
+	"github.com/scalebox-hpc/scalebox/internal/pgtest"
 	"github.com/scalebox-hpc/scalebox/internal/testenv"
 	"github.com/scalebox-hpc/scalebox/provision"
 	"github.com/scalebox-hpc/scalebox/store"
@@ -42,6 +43,10 @@ import (
 func TestMain(m *testing.M) {
 	code := m.Run()
 	testenv.Cleanup()
+	if err := pgtest.Stop(); err != nil && code == 0 {
+		fmt.Fprintf(os.Stderr, "pgtest: %v\n", err)
+		code = 1
+	}
 	os.Exit(code)
 }
 

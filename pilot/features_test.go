@@ -386,12 +386,14 @@ modules:
 	})
 }
 
-// features/task_batch_size: with task_batch_size 6, a slot fetches up to 6
-// tasks and runs run.sh once for all of them, listed in
-// ${WORK_DIR}/input-messages.txt (BATCH_FILE); every task of the batch
-// gets the attempt's result.
-func TestFeatureTaskBatchSize(t *testing.T) {
-	t.Parallel()
+// runBatchApp runs features/task_batch_size: 20 tasks (000…019) all
+// queued before a pilot with one slot starts, task_batch_size 6 (a
+// module argument). It checks what holds for any batching (every task OK
+// after one attempt, in exactly one batch of at most 6, the tasks of a
+// batch sharing its attempt record) and returns the batch sizes in the
+// order run.sh saw them.
+func runBatchApp(t *testing.T) []int {
+	t.Helper()
 	e := newEnv(t)
 	sizes := filepath.Join(e.dir, "batch-sizes.txt")
 	bodies := filepath.Join(e.dir, "bodies.txt")
@@ -424,7 +426,7 @@ modules:
 	require.EqualValues(t, 20, stats.Succeeded.Load())
 	require.EqualValues(t, 0, stats.Failed.Load())
 
-	// Every task OK after one attempt; tasks of one batch share the
+	// Every task OK after one attempt; the tasks of one batch share the
 	// attempt's record (one program run).
 	tasks := e.tasks(t, a.ID, "batch")
 	require.Len(t, tasks, 20)
@@ -450,7 +452,6 @@ modules:
 	}
 	t.Logf("batch sizes: %v", got)
 	require.Equal(t, 20, sum, "batch sizes %v", got)
-	require.Greater(t, slices.Max(got), 1, "at least one batch of several tasks: %v", got)
 	require.Len(t, runs, len(got), "one attempt record per run.sh call")
 	var perRun []int
 	for _, n := range runs {
@@ -460,4 +461,30 @@ modules:
 	seen := lines(t, bodies)
 	slices.Sort(seen)
 	require.Equal(t, want, seen, "every task in exactly one batch")
+	return got
+}
+
+// features/task_batch_size: with task_batch_size 6, a slot fetches up to 6
+// tasks and runs run.sh once for all of them, listed in
+// ${WORK_DIR}/input-messages.txt (BATCH_FILE); every task of the batch
+// gets the attempt's result.
+func TestFeatureTaskBatchSize(t *testing.T) {
+	t.Parallel()
+
+	t.Run("batches", func(t *testing.T) {
+		t.Parallel()
+		got := runBatchApp(t)
+		require.Greater(t, slices.Max(got), 1, "at least one batch of several tasks: %v", got)
+	})
+
+	// Scalebox's slot fetches up to task_batch_size tasks per poll, so with
+	// the whole backlog queued before the slot starts every batch but the
+	// last is full.
+	t.Run("full batches while the backlog lasts", func(t *testing.T) {
+		t.Skip("gap: batches are not filled from the backlog: the pilot leases free slots + prefetch (1 + 6 = 7, " +
+			"not a multiple of task_batch_size) and a slot batches only what is already in its queue, so a leftover " +
+			"task runs as a batch of 1 while more wait at the broker (observed 6,1,6,1,6 or 6,1,6,6,1, never 6,6,6,2)")
+		t.Parallel()
+		require.Equal(t, []int{6, 6, 6, 2}, runBatchApp(t))
+	})
 }

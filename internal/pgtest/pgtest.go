@@ -160,6 +160,34 @@ func Stop() error {
 	return nil
 }
 
+// Restart shuts the private server down at once (SIGQUIT: no checkpoint,
+// as a crash would) and starts it again on the same port and data, for
+// tests of what clients do when their database goes away and comes back.
+// Every database and its rows survive. It fails tb with an external
+// server.
+func Restart(tb testing.TB) {
+	tb.Helper()
+	mu.Lock()
+	defer mu.Unlock()
+	srv := current
+	if srv == nil || srv.priv == nil {
+		tb.Fatal("pgtest: Restart needs the private server, started by DSN")
+	}
+	p := srv.priv
+	srv.admin.Close()
+	if err := p.kill(); err != nil {
+		tb.Fatalf("pgtest: restart: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	next, err := p.start(ctx, p.bindir, p.cred, p.port)
+	if err != nil {
+		current, failed = nil, err
+		tb.Fatalf("pgtest: restart: %v", err)
+	}
+	current = next
+}
+
 // get returns the shared server, starting it on first use.
 func get() (*server, error) {
 	mu.Lock()
@@ -265,6 +293,9 @@ func sanitize(name string) string {
 type private struct {
 	dir    string // removed on stop
 	data   string
+	bindir string
+	cred   *syscall.Credential
+	port   int
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when the postmaster has exited
 	err    error         // its exit status, valid after exited
@@ -288,7 +319,7 @@ func startPrivate(ctx context.Context) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &private{dir: dir, data: filepath.Join(dir, "data")}
+	p := &private{dir: dir, data: filepath.Join(dir, "data"), bindir: bindir, cred: cred}
 	ok := false
 	defer func() {
 		if !ok {
@@ -308,7 +339,7 @@ func startPrivate(ctx context.Context) (*server, error) {
 		}
 		srv, err := p.start(ctx, bindir, cred, port)
 		if err == nil {
-			ok = true
+			ok, p.port = true, port
 			return srv, nil
 		}
 		lastErr = err

@@ -364,8 +364,6 @@ modules:
 	// rely on what setup prepared. Here setup.sh takes a while, so a
 	// check that does not wait for it runs first.
 	t.Run("setup before the first check", func(t *testing.T) {
-		t.Skip("gap: check.sh runs in the pilot's per-module leaser (pilot.admitted), concurrently with the slot " +
-			"workers' setup.sh (pilot.worker), so the first check.sh does not wait for setup.sh to finish")
 		t.Parallel()
 		e := newEnv(t)
 		e.sidecar(t, "sc", "", "sleep 1")
@@ -481,9 +479,6 @@ func TestFeatureTaskBatchSize(t *testing.T) {
 	// the whole backlog queued before the slot starts every batch but the
 	// last is full.
 	t.Run("full batches while the backlog lasts", func(t *testing.T) {
-		t.Skip("gap: batches are not filled from the backlog: the pilot leases free slots + prefetch (1 + 6 = 7, " +
-			"not a multiple of task_batch_size) and a slot batches only what is already in its queue, so a leftover " +
-			"task runs as a batch of 1 while more wait at the broker (observed 6,1,6,1,6 or 6,1,6,6,1, never 6,6,6,2)")
 		t.Parallel()
 		require.Equal(t, []int{6, 6, 6, 2}, runBatchApp(t))
 	})

@@ -163,6 +163,8 @@ type module struct {
 	runtimes runtimes // recent task durations, for walltime-aware leasing
 
 	checkOnce sync.Once
+	setUp     chan struct{} // closed once a slot has run setup.sh (or found it cannot yet): check.sh waits for it
+	setUpOnce sync.Once
 	check     *slotRun    // where check.sh runs
 	hasCheck  bool        // the module has a check.sh (or ACTION_CHECK)
 	space     *spaceCheck // free_space_gb / dir_quota_gb; nil without
@@ -395,8 +397,8 @@ func (p *Pilot) addModule(appID int64, m api.Module, slots int) error {
 	if err := json.Unmarshal(m.Spec, &spec); err != nil {
 		return fmt.Errorf("module %s: decode definition: %w", m.Name, err)
 	}
-	mod := &module{id: m.ID, appID: appID, name: m.Name, spec: &spec, slots: slots,
-		queue: make(chan *api.LeasedTask, 2*slots+p.cfg.Prefetch+max(1, spec.TaskBatchSize)*slots), wake: make(chan struct{}, 1)}
+	mod := &module{id: m.ID, appID: appID, name: m.Name, spec: &spec, slots: slots, setUp: make(chan struct{}),
+		queue: make(chan *api.LeasedTask, 2*slots+p.cfg.Prefetch+2*max(1, spec.TaskBatchSize)*slots), wake: make(chan struct{}, 1)}
 	p.mu.Lock()
 	p.modules[m.ID] = mod
 	p.free[m.ID] = slots
@@ -511,6 +513,11 @@ func (p *Pilot) admitted(ctx context.Context, m *module) bool {
 	if !m.hasCheck {
 		return true // most modules have no check.sh: no work before each lease
 	}
+	select { // Scalebox: setup.sh before the first check.sh
+	case <-m.setUp:
+	case <-ctx.Done():
+		return false
+	}
 	if err := p.hook(ctx, m.check, "check"); err != nil {
 		p.log.Debug("check.sh refused work", zap.String("module", m.name), zap.Error(err))
 		return false
@@ -579,10 +586,12 @@ func (p *Pilot) leaseRequest(m *module) *api.LeaseRequest {
 	if prefetch <= 0 {
 		prefetch = m.slots
 	}
-	if b := m.spec.TaskBatchSize; b > 1 {
-		prefetch = max(prefetch, b*m.slots)
-	}
 	room := p.free[m.id] + prefetch - p.queued[m.id]
+	if b := m.spec.TaskBatchSize; b > 1 {
+		// Whole batches: a batch for each free slot and one queued for each
+		// slot, so that a slot never runs a remnant while the backlog lasts.
+		room = (p.free[m.id]+m.slots)*b - p.queued[m.id]
+	}
 	if room <= 0 || !p.fitsBeforeDeadline(m) {
 		return nil
 	}

@@ -49,6 +49,8 @@ func (p *Pilot) worker(ctx context.Context, m *module, slot int) {
 	// slot's attempts with a clear error, not the pilot; setup then runs
 	// before the first attempt that finds it ready.
 	setupDone := false
+	setUp := func() { m.setUpOnce.Do(func() { close(m.setUp) }) }
+	defer setUp()
 	setup := func() bool {
 		if setupDone {
 			return true
@@ -56,10 +58,12 @@ func (p *Pilot) worker(ctx context.Context, m *module, slot int) {
 		if sr.box != nil {
 			if _, err := sr.box.ensure(ctx); err != nil {
 				p.log.Warn("slot container not ready", zap.String("module", m.name), zap.Int("slot", slot), zap.Error(err))
-				return true // the attempt reports the error
+				setUp() // the attempts report the error; check.sh need not wait
+				return true
 			}
 		}
 		setupDone = true
+		defer setUp()
 		if err := p.hook(ctx, sr, "setup"); err != nil {
 			// Scalebox: a failed setup puts the slot in ERROR. Here the whole
 			// pilot stops taking work (the node is likely broken) and hands its

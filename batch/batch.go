@@ -54,6 +54,7 @@ type JobSpec struct {
 	SignalMargin  time.Duration // ask for SIGUSR1 this long before the walltime (Slurm --signal=B:USR1@N)
 	Exclusive     bool
 	Constraint    string
+	ExcludeHosts  []string          // nodes not to run on (Slurm --exclude); quarantined black holes
 	Extra         []string          // directives copied verbatim (without the #SBATCH/#PBS prefix)
 	Env           map[string]string // exported in the script
 	Command       []string          // the pilot command line; each word is shell-quoted in the script

@@ -28,6 +28,9 @@ type Config struct {
 	PollFallback   time.Duration // a waiting pilot re-checks the store this often even without a wake-up (default 2 s)
 	ExpiryInterval time.Duration // how often expired leases and lost pilots are swept (default LeaseTTL/4)
 	InfraRetries   int           // attempts ended by infrastructure failures that are retried for free (default 5)
+	// QuarantineAfter is how many failures in a row, each shorter than the
+	// module's task_min_seconds, quarantine a pilot (default 5).
+	QuarantineAfter int
 	Auth           bool          // require bearer tokens
 	Provisioner    Provisioner   // submits and cancels pilot jobs; nil: the pilot-job routes answer unavailable
 }
@@ -50,6 +53,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.InfraRetries <= 0 {
 		c.InfraRetries = 5
+	}
+	if c.QuarantineAfter <= 0 {
+		c.QuarantineAfter = 5
 	}
 }
 
@@ -81,6 +87,7 @@ type pilotState struct {
 	id     int64
 	site   string
 	status string
+	fails  map[int64]*failWatch // by module id, for quarantine
 }
 
 type leaseInfo struct {

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"strconv"
 	"testing"
 	"time"
 
@@ -478,4 +479,69 @@ func TestRestartGivesPilotsATTLToReattach(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "READY", d.Task.StatusName)
 	require.Equal(t, "infra", d.Attempts[0].Kind)
+}
+
+// A pilot whose tasks fail fast again and again (a black hole) is
+// quarantined when the module asks for it (task_min_seconds): it gets no
+// more work, learns it at its heartbeat, and stays quarantined after it
+// leaves, so that its host is left out of later pilot jobs.
+func TestBlackHolePilotIsQuarantined(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, broker.Config{QuarantineAfter: 3})
+	a, err := tb.client.AppCreate(tb.ctx, &api.AppCreateRequest{YAML: `name: bh
+modules:
+  m:
+    parameters: {task_min_seconds: 10}
+`})
+	require.NoError(t, err)
+	var in []api.TaskInput
+	for i := range 6 {
+		in = append(in, api.TaskInput{Module: "m", Body: strconv.Itoa(i)})
+	}
+	_, err = tb.client.TaskAdd(tb.ctx, a.ID, &api.TaskAddRequest{Tasks: in})
+	require.NoError(t, err)
+	bad, good := tb.register(t), tb.register(t)
+	slots := []api.SlotRequest{{AppID: a.ID, Module: "m", Max: 1}}
+	run := func(pilot int64, code int, ran time.Duration) *api.CompleteResponse {
+		r, err := tb.client.Lease(tb.ctx, pilot, &api.LeaseRequest{Slots: slots})
+		require.NoError(t, err)
+		require.Len(t, r.Tasks, 1)
+		start := time.Now()
+		end := start.Add(ran)
+		res, err := tb.client.Complete(tb.ctx, pilot, &api.CompleteRequest{Results: []api.Result{{TaskID: r.Tasks[0].TaskID,
+			Attempt: r.Tasks[0].Attempt, Code: code, Record: api.Attempt{ExitCode: code, ProgramStart: &start, ProgramEnd: &end}}}})
+		require.NoError(t, err)
+		return res
+	}
+	status := func(id int64) string {
+		ps, err := tb.client.PilotList(tb.ctx)
+		require.NoError(t, err)
+		for _, p := range ps {
+			if p.ID == id {
+				return p.Status
+			}
+		}
+		return ""
+	}
+	run(bad, 1, 100*time.Millisecond)
+	run(bad, 1, 20*time.Second) // a slow failure breaks the streak
+	run(bad, 1, 100*time.Millisecond)
+	run(bad, 1, 100*time.Millisecond)
+	require.Equal(t, "ACTIVE", status(bad))
+	run(bad, 1, 100*time.Millisecond) // third fast failure in a row
+	require.Equal(t, "QUARANTINED", status(bad))
+
+	r, err := tb.client.Lease(tb.ctx, bad, &api.LeaseRequest{Slots: slots})
+	require.NoError(t, err)
+	require.Empty(t, r.Tasks, "a quarantined pilot gets no work")
+	hb, err := tb.client.Heartbeat(tb.ctx, bad, &api.HeartbeatRequest{})
+	require.NoError(t, err)
+	require.Equal(t, "QUARANTINED", hb.Status)
+	require.NoError(t, tb.client.Deregister(tb.ctx, bad))
+	require.Equal(t, "QUARANTINED", status(bad), "the verdict outlives the pilot")
+
+	// Fast failures elsewhere are the module's, not a black hole's, as long
+	// as they are not all in a row on one pilot.
+	run(good, 0, 100*time.Millisecond)
+	require.Equal(t, "ACTIVE", status(good))
 }

@@ -90,7 +90,7 @@ func (b *Broker) Lease(ctx context.Context, p Principal, pilotID int64, r *api.L
 	}
 	switch b.pilotStatus(ps) {
 	case store.PilotActive:
-	case store.PilotDraining:
+	case store.PilotDraining, store.PilotQuarantined:
 		return &api.LeaseResponse{Tasks: []api.LeasedTask{}}, nil
 	default:
 		return nil, errorf(api.CodeConflict, "", fmt.Sprintf("pilot %d is %s; register again", pilotID, b.pilotStatus(ps)))
@@ -305,7 +305,8 @@ func (b *Broker) Heartbeat(ctx context.Context, p Principal, pilotID int64, r *a
 // Complete applies a batch of results: fenced by lease, with the emitted
 // messages stored in the same transaction.
 func (b *Broker) Complete(ctx context.Context, p Principal, pilotID int64, r *api.CompleteRequest) (*api.CompleteResponse, error) {
-	if _, err := b.pilot(ctx, p, pilotID); err != nil {
+	ps, err := b.pilot(ctx, p, pilotID)
+	if err != nil {
 		return nil, err
 	}
 	now := b.now()
@@ -342,6 +343,10 @@ func (b *Broker) Complete(ctx context.Context, p Principal, pilotID int64, r *ap
 	var wake []int64
 	applied, fenced := 0, 0
 	b.mu.Lock()
+	quarantine := ""
+	if ps.status == store.PilotActive || ps.status == store.PilotDraining {
+		quarantine = b.quarantineFor(ps, comps, results, now)
+	}
 	for i, res := range results {
 		out.Results[i] = api.CompleteResult{TaskID: comps[i].TaskID, Applied: res.Applied, Status: res.Status,
 			Emitted: res.Emitted, Duplicates: res.Duplicates, Error: rejected[i]}
@@ -362,6 +367,9 @@ func (b *Broker) Complete(ctx context.Context, p Principal, pilotID int64, r *ap
 		}
 	}
 	b.mu.Unlock()
+	if quarantine != "" {
+		b.quarantine(ctx, ps, quarantine)
+	}
 	woken := map[int64]bool{}
 	for _, m := range wake {
 		if !woken[m] {
@@ -442,11 +450,16 @@ func (b *Broker) Deregister(ctx context.Context, p Principal, pilotID int64) err
 	if err != nil {
 		return err
 	}
-	if err := b.store.PilotSetStatus(ctx, pilotID, store.PilotGone); err != nil {
+	// A quarantined pilot stays so: its host is left out of later jobs.
+	status := store.PilotGone
+	if b.pilotStatus(ps) == store.PilotQuarantined {
+		status = store.PilotQuarantined
+	}
+	if err := b.store.PilotSetStatus(ctx, pilotID, status); err != nil {
 		return storeErr(err, fmt.Sprintf("pilot %d", pilotID))
 	}
 	b.mu.Lock()
-	ps.status = store.PilotGone
+	ps.status = status
 	var mods []int64
 	for id, li := range b.leases {
 		if li.pilotID == pilotID {

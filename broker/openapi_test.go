@@ -373,7 +373,7 @@ func TestOpenAPIErrorCodes(t *testing.T) {
 
 	enumOf := func(name string) []string { return oaStrings(oaMap(t, schemas[name], name)["enum"]) }
 	require.ElementsMatch(t, []string{store.AppInitial, store.AppRunning, store.AppPaused, store.AppFinished, store.AppCancelled}, enumOf("AppStatus"))
-	require.ElementsMatch(t, []string{store.PilotActive, store.PilotDraining, store.PilotLost, store.PilotGone}, enumOf("PilotStatus"))
+	require.ElementsMatch(t, []string{store.PilotActive, store.PilotDraining, store.PilotLost, store.PilotGone, store.PilotQuarantined}, enumOf("PilotStatus"))
 	attempt := oaMap(t, oaMap(t, schemas["Attempt"], "Attempt")["properties"], "Attempt.properties")
 	require.ElementsMatch(t, []string{store.KindApp, store.KindInfra, store.KindReleased, store.KindFenced}, oaStrings(oaMap(t, attempt["kind"], "kind")["enum"]))
 	for _, name := range []string{"TokenRequest", "TokenResponse"} {

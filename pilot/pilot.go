@@ -642,8 +642,8 @@ func (p *Pilot) heartbeater(ctx context.Context, stopLeasing func()) {
 		for _, s := range res.Stale {
 			p.stop(s.TaskID, s.Attempt, errStale)
 		}
-		if res.Status == "DRAINING" && !p.draining.Swap(true) {
-			p.log.Info("broker asked this pilot to drain")
+		if (res.Status == "DRAINING" || res.Status == "QUARANTINED") && !p.draining.Swap(true) {
+			p.log.Info("broker asked this pilot to drain", zap.String("status", res.Status))
 			stopLeasing()
 		}
 		if res.Status == "LOST" || res.Status == "GONE" {

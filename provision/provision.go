@@ -28,6 +28,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -566,6 +567,9 @@ func (p *Provisioner) submit(ctx context.Context, spec *site.Spec, ss *siteState
 	if err != nil {
 		return nil, err
 	}
+	if js.ExcludeHosts, err = p.quarantinedHosts(ctx, spec.Name); err != nil {
+		return nil, err
+	}
 	dir := p.logDir(spec)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("pilot job output dir: %w", err)
@@ -711,4 +715,22 @@ func (p *Provisioner) site(ctx context.Context, name string) (*site.Spec, *siteS
 	ss := p.state(name)
 	sched, err := p.scheduler(ss, spec)
 	return spec, ss, sched, err
+}
+
+// quarantinedHosts are the hosts of the site's quarantined pilots (black
+// holes), left out of its later pilot jobs. PBS cannot express that in a
+// job script; Slurm gets --exclude.
+func (p *Provisioner) quarantinedHosts(ctx context.Context, site string) ([]string, error) {
+	ps, err := p.st.PilotList(ctx, store.PilotFilter{Site: site, Status: store.PilotQuarantined})
+	if err != nil {
+		return nil, fmt.Errorf("quarantined pilots of site %s: %w", site, err)
+	}
+	var hosts []string
+	for _, pl := range ps {
+		if pl.Host != "" && !slices.Contains(hosts, pl.Host) {
+			hosts = append(hosts, pl.Host)
+		}
+	}
+	slices.Sort(hosts)
+	return hosts, nil
 }

@@ -39,7 +39,7 @@ type fakeJob struct {
 
 func newFake() *fakeSched { return &fakeSched{jobs: map[batch.JobID]*fakeJob{}, next: 100} }
 
-func (f *fakeSched) Name() string                            { return "fake" }
+func (f *fakeSched) Name() string                           { return "fake" }
 func (f *fakeSched) Render(io.Writer, *batch.JobSpec) error { return nil }
 
 func (f *fakeSched) Submit(_ context.Context, spec *batch.JobSpec) (batch.JobID, error) {
@@ -430,4 +430,22 @@ func TestLocalSitesAreLeftAlone(t *testing.T) {
 	require.Empty(t, e.jobs())
 	_, err := e.p.Submit(e.ctx, "hpc", e.app.ID, 1)
 	require.ErrorIs(t, err, provision.ErrNotBatch)
+}
+
+// The hosts of the site's quarantined pilots are left out of its later
+// pilot jobs.
+func TestQuarantinedHostsAreExcluded(t *testing.T) {
+	e := newEnv(t, siteYAML)
+	for _, h := range []string{"node12", "node07", "node12"} {
+		pl, err := e.st.PilotRegister(e.ctx, &store.Pilot{Site: "hpc", Host: h, Slots: "{}"})
+		require.NoError(t, err)
+		require.NoError(t, e.st.PilotSetStatus(e.ctx, pl.ID, store.PilotQuarantined))
+	}
+	ok, err := e.st.PilotRegister(e.ctx, &store.Pilot{Site: "hpc", Host: "node01", Slots: "{}"})
+	require.NoError(t, err)
+	require.NotZero(t, ok.ID)
+	e.addTasks(4)
+	e.cycle(time.Second)
+	require.Len(t, e.sched.submits, 1)
+	require.Equal(t, []string{"node07", "node12"}, e.sched.submits[0].ExcludeHosts)
 }

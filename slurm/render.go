@@ -76,6 +76,9 @@ func (s *Scheduler) Render(w io.Writer, spec *batch.JobSpec) error {
 		d.lines = append(d.lines, "#SBATCH --exclusive")
 	}
 	d.str("constraint", spec.Constraint)
+	if len(spec.ExcludeHosts) > 0 {
+		d.str("exclude", strings.Join(spec.ExcludeHosts, ","))
+	}
 	d.str("chdir", spec.WorkDir)
 	for _, x := range spec.Extra {
 		x = strings.TrimSpace(x)

@@ -26,7 +26,7 @@ var renderCases = map[string]*batch.JobSpec{
 		Walltime: 26*time.Hour + 3*time.Minute + 4*time.Second + time.Millisecond,
 		Nodes:    2, TasksPerNode: 4, CoresPerTask: 8, MemoryMB: 16384, GPUs: 2,
 		ArraySize: 10, Output: "/scratch/sbx/pilot-%A_%a.out", Error: "/scratch/sbx/pilot-%A_%a.err",
-		SignalMargin: 90 * time.Second, Exclusive: true, Constraint: "haswell|broadwell",
+		SignalMargin: 90 * time.Second, Exclusive: true, Constraint: "haswell|broadwell", ExcludeHosts: []string{"node07", "node12"},
 		Extra:   []string{"--reservation=maint", "  --mail-type=END  ", ""},
 		Env:     map[string]string{"SCALEBOX_BROKER": "http://10.0.0.1:8080", "SCALEBOX_SITE": "hpc one"},
 		Command: []string{"/opt/scalebox/bin/scalebox-pilot", "--site", "hpc", "--slots", "8"},

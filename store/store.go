@@ -66,6 +66,10 @@ const (
 	PilotDraining = "DRAINING" // takes no new work, finishes what it has
 	PilotLost     = "LOST"     // missed its heartbeats; its leases were requeued
 	PilotGone     = "GONE"     // deregistered cleanly
+	// PilotQuarantined takes no work: its tasks failed fast again and again
+	// (a black hole). The status outlives the pilot, so that its host is
+	// left out of the site's later pilot jobs.
+	PilotQuarantined = "QUARANTINED"
 )
 
 // Attempt kinds: what ended an attempt, and which budget it spent.

@@ -200,6 +200,9 @@ func (b *Broker) Sweep(ctx context.Context) error {
 		}
 		b.log.Info("expired leases", zap.Int("tasks", len(expired)))
 	}
+	if err := b.endStuck(ctx, now); err != nil {
+		return err
+	}
 	lost, err := b.store.PilotMarkLost(ctx, now.Add(-b.cfg.LeaseTTL))
 	if err != nil {
 		return err

@@ -545,3 +545,48 @@ modules:
 	run(good, 0, 100*time.Millisecond)
 	require.Equal(t, "ACTIVE", status(good))
 }
+
+// An attempt RUNNING beyond task_global_timeout_scale × task_max_seconds
+// is ended by the broker with 123 (Scalebox's server-side timeout); the
+// pilot still holding it finds it stale.
+func TestStuckRunningAttemptEndsWith123(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, broker.Config{LeaseTTL: time.Hour})
+	now := time.Now().Add(2 * time.Hour) // past the broker's start-up grace
+	tb.b.SetClock(func() time.Time { return now })
+	a, err := tb.client.AppCreate(tb.ctx, &api.AppCreateRequest{YAML: `name: stuck
+modules:
+  m:
+    parameters: {task_max_seconds: 10, task_global_timeout_scale: 1.5, start_task: x}
+`})
+	require.NoError(t, err)
+	pilot := tb.register(t)
+	r, err := tb.client.Lease(tb.ctx, pilot, &api.LeaseRequest{Slots: []api.SlotRequest{{AppID: a.ID, Module: "m", Max: 1}}})
+	require.NoError(t, err)
+	require.Len(t, r.Tasks, 1)
+	ta := api.TaskAttempt{TaskID: r.Tasks[0].TaskID, Attempt: r.Tasks[0].Attempt}
+	_, err = tb.client.Heartbeat(tb.ctx, pilot, &api.HeartbeatRequest{Running: []api.TaskAttempt{ta}, Reconcile: true})
+	require.NoError(t, err)
+
+	now = now.Add(14 * time.Second) // within 1.5 × 10 s; heartbeats do not reset the clock
+	hb, err := tb.client.Heartbeat(tb.ctx, pilot, &api.HeartbeatRequest{Running: []api.TaskAttempt{ta}, Reconcile: true})
+	require.NoError(t, err)
+	require.Empty(t, hb.Stale)
+	require.NoError(t, tb.b.Sweep(tb.ctx))
+	d, err := tb.client.TaskGet(tb.ctx, ta.TaskID)
+	require.NoError(t, err)
+	require.Equal(t, "RUNNING", d.Task.StatusName)
+
+	now = now.Add(2 * time.Second) // 16 s > 15 s
+	require.NoError(t, tb.b.Sweep(tb.ctx))
+	d, err = tb.client.TaskGet(tb.ctx, ta.TaskID)
+	require.NoError(t, err)
+	require.Equal(t, 123, d.Task.Status)
+	require.Len(t, d.Attempts, 1)
+	require.Equal(t, 123, d.Attempts[0].Code)
+	require.Equal(t, "app", d.Attempts[0].Kind)
+	require.Contains(t, d.Attempts[0].Reason, "stuck RUNNING")
+	hb, err = tb.client.Heartbeat(tb.ctx, pilot, &api.HeartbeatRequest{Running: []api.TaskAttempt{ta}, Reconcile: true})
+	require.NoError(t, err)
+	require.Equal(t, []api.TaskAttempt{ta}, hb.Stale)
+}

@@ -152,7 +152,8 @@ func (s *Store) TaskHeartbeat(ctx context.Context, p store.TaskHeartbeatParams) 
 	// a heartbeat and a completion of the same pilot cannot deadlock. With
 	// Reconcile only the held and running attempts are renewed.
 	b.Queue(`
-		UPDATE tasks t SET lease_expires = $3, updated_at = $2,
+		UPDATE tasks t SET lease_expires = $3,
+			updated_at = CASE WHEN t.status <> -3 AND (t.id, t.attempt) IN (SELECT * FROM unnest($4::bigint[], $5::int[])) THEN $2 ELSE t.updated_at END,
 			status = CASE WHEN (t.id, t.attempt) IN (SELECT * FROM unnest($4::bigint[], $5::int[])) THEN -3 ELSE t.status END
 		WHERE t.id = ANY (ARRAY(
 				SELECT id FROM tasks WHERE pilot_id = $1 AND status IN (-2, -3) ORDER BY id FOR UPDATE))

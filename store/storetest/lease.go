@@ -369,6 +369,14 @@ func testHeartbeatReconcile(t *testing.T, s store.Store) {
 	requireTime(t, T0.Add(time.Minute), theirs.LeaseExpires, "another pilot's lease is untouched")
 	require.Equal(t, other, theirs.PilotID)
 
+	// updated_at is when the attempt became RUNNING: later heartbeats keep
+	// it (the broker's stuck-task timeout counts from it).
+	requireTime(t, now, running.UpdatedAt, "running UpdatedAt")
+	_, err = s.TaskHeartbeat(f.ctx, store.TaskHeartbeatParams{PilotID: f.pilot, Running: []store.TaskAttempt{{TaskID: ids[0], Attempt: 1}},
+		Reconcile: true, TTL: 2 * time.Minute, Now: at(40 * time.Second)})
+	require.NoError(t, err)
+	requireTime(t, now, f.get(t, ids[0]).UpdatedAt, "running UpdatedAt after another heartbeat")
+
 	expired, err := s.TaskExpireLeases(f.ctx, store.TaskExpireParams{Now: at(time.Minute + time.Second)})
 	require.NoError(t, err)
 	require.ElementsMatch(t, []int64{ids[2], ids[3]}, taskIDs(expired))

@@ -7,7 +7,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X github.com/scalebox-hpc/scalebox/internal/cli.Version=$(VERSION)
 STATICCHECK_VERSION ?= v0.8.2
 
-.PHONY: help build test test-short lint bench demo clean
+.PHONY: help build test test-short lint bench chaos demo clean
 
 help: ## Show this help.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -33,8 +33,11 @@ bench: ## Run the benchmarks (stores on SQLite and PostgreSQL, end to end with r
 	  $(GO) test -run '^$$' -bench 'Store/AddBatch' -benchtime 1000000x -timeout 30m ./store/sqlite ./store/postgres && \
 	  $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./bench/ ) 2>&1 | tee bench.out
 
+chaos: ## The fault-injection suite at full size: a 3-stage pipeline of 3 × 3,400 tasks while the broker, pilots and PostgreSQL are killed.
+	SCALEBOX_CHAOS_TASKS=$${SCALEBOX_CHAOS_TASKS:-3400} $(GO) test -race -count=1 -run TestChaos -v -timeout 60m ./e2e 2>&1 | tee chaos.out
+
 demo: build ## Start a broker on the embedded SQLite store and drive it with the CLI.
 	scripts/demo.sh
 
 clean: ## Remove build outputs.
-	rm -rf $(BIN) bench.out
+	rm -rf $(BIN) bench.out chaos.out

@@ -12,6 +12,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -31,8 +32,8 @@ type Config struct {
 	// QuarantineAfter is how many failures in a row, each shorter than the
 	// module's task_min_seconds, quarantine a pilot (default 5).
 	QuarantineAfter int
-	Auth           bool          // require bearer tokens
-	Provisioner    Provisioner   // submits and cancels pilot jobs; nil: the pilot-job routes answer unavailable
+	Auth            bool        // require bearer tokens
+	Provisioner     Provisioner // submits and cancels pilot jobs; nil: the pilot-job routes answer unavailable
 }
 
 func (c *Config) setDefaults() {
@@ -67,6 +68,8 @@ type Broker struct {
 	now   func() time.Time
 
 	startedAt time.Time // Sweep waits a TTL after it, for pilots to re-attach
+
+	reserved map[int64]int // by module id: leases being granted under max_inflight (guarded by mu)
 
 	mu      sync.RWMutex
 	apps    map[int64]*appState
@@ -132,6 +135,22 @@ func (b *Broker) Start(ctx context.Context) error {
 	for _, a := range apps {
 		if _, err := b.cacheApp(a); err != nil {
 			b.log.Warn("skip app with unreadable definition", zap.Int64("app", a.ID), zap.Error(err))
+		}
+	}
+	// The leases outstanding in the store (pilots re-attach to them).
+	for _, st := range []int{store.StatusQueued, store.StatusRunning} {
+		for after := int64(0); ; {
+			ts, err := b.store.TaskList(ctx, store.TaskFilter{Status: &st, AfterID: after, Limit: 1000})
+			if err != nil {
+				return fmt.Errorf("load leases: %w", err)
+			}
+			for _, t := range ts {
+				b.leases[t.ID] = leaseInfo{moduleID: t.ModuleID, attempt: t.Attempt, pilotID: t.PilotID}
+			}
+			if len(ts) < 1000 {
+				break
+			}
+			after = ts[len(ts)-1].ID
 		}
 	}
 	b.startedAt = b.now()

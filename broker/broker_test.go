@@ -4,8 +4,8 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -589,4 +589,37 @@ modules:
 	hb, err = tb.client.Heartbeat(tb.ctx, pilot, &api.HeartbeatRequest{Running: []api.TaskAttempt{ta}, Reconcile: true})
 	require.NoError(t, err)
 	require.Equal(t, []api.TaskAttempt{ta}, hb.Stale)
+}
+
+// max_inflight bounds a module's leased tasks across all pilots; a
+// completion makes room again.
+func TestMaxInflightAcrossPilots(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, broker.Config{})
+	a, err := tb.client.AppCreate(tb.ctx, &api.AppCreateRequest{YAML: `name: inflight
+modules:
+  m:
+    parameters: {max_inflight: 2}
+`})
+	require.NoError(t, err)
+	var in []api.TaskInput
+	for i := range 5 {
+		in = append(in, api.TaskInput{Module: "m", Body: strconv.Itoa(i)})
+	}
+	_, err = tb.client.TaskAdd(tb.ctx, a.ID, &api.TaskAddRequest{Tasks: in})
+	require.NoError(t, err)
+	p1, p2 := tb.register(t), tb.register(t)
+	slots := []api.SlotRequest{{AppID: a.ID, Module: "m", Max: 5}}
+	r1, err := tb.client.Lease(tb.ctx, p1, &api.LeaseRequest{Slots: slots})
+	require.NoError(t, err)
+	require.Len(t, r1.Tasks, 2)
+	r2, err := tb.client.Lease(tb.ctx, p2, &api.LeaseRequest{Slots: slots})
+	require.NoError(t, err)
+	require.Empty(t, r2.Tasks, "two in flight already")
+
+	_, err = tb.client.Complete(tb.ctx, p1, &api.CompleteRequest{Results: []api.Result{{TaskID: r1.Tasks[0].TaskID, Attempt: r1.Tasks[0].Attempt}}})
+	require.NoError(t, err)
+	r2, err = tb.client.Lease(tb.ctx, p2, &api.LeaseRequest{Slots: slots})
+	require.NoError(t, err)
+	require.Len(t, r2.Tasks, 1)
 }

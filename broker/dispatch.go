@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 
 	"go.uber.org/zap"
@@ -112,18 +113,23 @@ func (b *Broker) Lease(ctx context.Context, p Principal, pilotID int64, r *api.L
 		if err != nil {
 			return nil, err
 		}
+		reqs, unreserve := b.reserveInflight(reqs)
 		var leased []*store.Lease
 		if len(reqs) > 0 {
 			leased, err = b.store.TaskLease(ctx, store.TaskLeaseParams{
 				PilotID: pilotID, Modules: reqs, Hosts: r.Hosts, TTL: b.cfg.LeaseTTL, Now: b.now(),
 			})
 			if err != nil {
+				unreserve()
 				return nil, err
 			}
 		}
 		if len(leased) > 0 || wait <= 0 {
-			return b.leaseResponse(pilotID, leased), nil
+			resp := b.leaseResponse(pilotID, leased)
+			unreserve()
+			return resp, nil
 		}
+		unreserve()
 		// Register before the next look so that a wake-up between the
 		// look and the wait is not lost.
 		if ch == nil || !sameIDs(registered, modIDs) {
@@ -357,8 +363,8 @@ func (b *Broker) Complete(ctx context.Context, p Principal, pilotID int64, r *ap
 		applied++
 		li, ok := b.leases[comps[i].TaskID]
 		delete(b.leases, comps[i].TaskID)
-		if res.Status == store.StatusReady && ok {
-			wake = append(wake, li.moduleID)
+		if ok && (res.Status == store.StatusReady || b.maxInflight(li.moduleID) > 0) {
+			wake = append(wake, li.moduleID) // a retry to lease, or room under max_inflight
 		}
 		if res.Emitted > 0 {
 			for _, m := range comps[i].Messages {
@@ -508,4 +514,64 @@ func storeAttempts(in []api.TaskAttempt) []store.TaskAttempt {
 		out[i] = store.TaskAttempt{TaskID: ta.TaskID, Attempt: ta.Attempt}
 	}
 	return out
+}
+
+// maxInflight is a module's max_inflight parameter: at most that many of
+// its tasks leased (queued on pilots or running) at once, across all
+// pilots; 0 = no limit. The caller holds b.mu.
+func (b *Broker) maxInflight(moduleID int64) int {
+	m := b.modules[moduleID]
+	if m == nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(m.spec.Parameters["max_inflight"])
+	return max(n, 0)
+}
+
+// reserveInflight trims lease requests to what each module's max_inflight
+// leaves room for, counting the leases outstanding and those being granted
+// by concurrent requests; unreserve gives the reservation back once the
+// granted leases are recorded (or none were).
+func (b *Broker) reserveInflight(reqs []store.ModuleLease) ([]store.ModuleLease, func()) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var held map[int64]int
+	out := reqs[:0:0]
+	for _, r := range reqs {
+		limit := b.maxInflight(r.ModuleID)
+		if limit == 0 {
+			out = append(out, r)
+			continue
+		}
+		inflight := b.reserved[r.ModuleID]
+		for _, li := range b.leases {
+			if li.moduleID == r.ModuleID {
+				inflight++
+			}
+		}
+		room := min(r.Max, limit-inflight)
+		if room <= 0 {
+			continue
+		}
+		r.Max = room
+		out = append(out, r)
+		if b.reserved == nil {
+			b.reserved = map[int64]int{}
+		}
+		if held == nil {
+			held = map[int64]int{}
+		}
+		b.reserved[r.ModuleID] += room
+		held[r.ModuleID] += room
+	}
+	return out, func() {
+		if held == nil {
+			return
+		}
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		for m, n := range held {
+			b.reserved[m] -= n
+		}
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"path"
 	"regexp"
 	"strings"
+	"unicode"
 )
 
 // OCI engine flavours.
@@ -140,7 +141,7 @@ func (o *OCI) Command(s *Spec) (argv, env []string, err error) {
 		argv = append(argv, "--workdir", s.Dir)
 	}
 	for i, b := range s.Binds {
-		v, err := ociVolume(b, o.Flavor)
+		v, err := BindSpec(b, o.Flavor+" -v", false)
 		if err != nil {
 			return nil, nil, fmt.Errorf("bind %s: %w", label(b, i), err)
 		}
@@ -172,8 +173,12 @@ func (o *OCI) Command(s *Spec) (argv, env []string, err error) {
 	return argv, nil, nil
 }
 
-// ociVolume renders "src:dst[:ro]" for -v.
-func ociVolume(b Bind, flavor string) (string, error) {
+// BindSpec renders a bind as "src:dst[:ro]", the form of podman/docker -v
+// and apptainer --bind. Both split it on ':' (and Apptainer on ','), so
+// paths holding those cannot be expressed; tool names the flag in the
+// message; strict also refuses surrounding spaces and control characters
+// (Apptainer trims and mangles them), else only NUL is refused.
+func BindSpec(b Bind, tool string, strict bool) (string, error) {
 	for _, p := range []struct{ what, path string }{{"source", b.Source}, {"target", b.Target}} {
 		switch {
 		case p.path == "":
@@ -181,7 +186,9 @@ func ociVolume(b Bind, flavor string) (string, error) {
 		case !path.IsAbs(p.path):
 			return "", fmt.Errorf("%s %q is not an absolute path", p.what, p.path)
 		case strings.ContainsAny(p.path, ":,"):
-			return "", fmt.Errorf("%s %q contains ':' or ',', which %s -v splits on: rename the directory or bind a parent", p.what, p.path, flavor)
+			return "", fmt.Errorf("%s %q contains ':' or ',', which %s splits on: rename the directory or bind a parent", p.what, p.path, tool)
+		case strict && (strings.TrimSpace(p.path) != p.path || strings.ContainsFunc(p.path, unicode.IsControl)):
+			return "", fmt.Errorf("%s %q has surrounding spaces or control characters", p.what, p.path)
 		case strings.ContainsRune(p.path, 0):
 			return "", fmt.Errorf("%s %q contains a NUL byte", p.what, p.path)
 		}

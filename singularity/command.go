@@ -143,7 +143,7 @@ func (t *Tool) Command(s *container.Spec) (argv, env []string, err error) {
 	}
 	argv = []string{t.path, "exec"}
 	for i, b := range s.Binds {
-		spec, err := bindSpec(b)
+		spec, err := container.BindSpec(b, "apptainer --bind", true)
 		if err != nil {
 			return nil, nil, fmt.Errorf("bind %d (%s): %w", i, b.Why, err)
 		}
@@ -198,28 +198,6 @@ func (t *Tool) Command(s *container.Spec) (argv, env []string, err error) {
 	argv = append(argv, s.Image)
 	argv = append(argv, s.Argv...)
 	return argv, env, nil
-}
-
-// bindSpec renders "src:dst[:ro]". Apptainer splits bind specs on ':' and
-// ',' and trims spaces, so paths holding those cannot be expressed.
-func bindSpec(b container.Bind) (string, error) {
-	for _, p := range []struct{ what, path string }{{"source", b.Source}, {"target", b.Target}} {
-		switch {
-		case p.path == "":
-			return "", fmt.Errorf("empty %s path", p.what)
-		case !path.IsAbs(p.path):
-			return "", fmt.Errorf("%s %q is not an absolute path", p.what, p.path)
-		case strings.ContainsAny(p.path, ":,"):
-			return "", fmt.Errorf("%s %q contains ':' or ',', which apptainer --bind splits on: rename the directory or bind a parent", p.what, p.path)
-		case strings.TrimSpace(p.path) != p.path || strings.ContainsFunc(p.path, unicode.IsControl):
-			return "", fmt.Errorf("%s %q has surrounding spaces or control characters", p.what, p.path)
-		}
-	}
-	spec := b.Source + ":" + b.Target
-	if b.ReadOnly {
-		spec += ":ro"
-	}
-	return spec, nil
 }
 
 // containerEnv turns K=V entries into prefixed variables of the engine

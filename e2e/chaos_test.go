@@ -255,6 +255,21 @@ modules:
 		return false
 	}, time.Minute, 50*time.Millisecond), "the stopped pilot was not declared lost")
 	require.NoError(t, stopped.cmd.Process.Signal(syscall.SIGCONT))
+	// Woken, it finds itself lost, stops what it ran and registers again.
+	require.True(t, assertEventually(func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		ps, err := c.client.PilotList(ctx)
+		if err != nil {
+			return false
+		}
+		for _, p := range ps {
+			if p.Host == "pilot-2" && p.Status == "ACTIVE" {
+				return true
+			}
+		}
+		return false
+	}, time.Minute, 50*time.Millisecond), "the stopped pilot did not re-attach:\n%s", stopped.out.String())
 	at(0.50)
 	dbRestarts := 0
 	if dsn != "" {

@@ -255,7 +255,7 @@ func (b *boxSlot) ensure(ctx context.Context) (*container.Runtime, error) {
 	n := p.boxSeq.Add(1)
 	b.rt = &container.Runtime{
 		Engine: c.engine, Base: spec, Mode: b.mode, Remove: c.remove, Digest: digest,
-		ContainerName:     fmt.Sprintf("sb-p%d-%s-%d", p.id, containerName(m.name), n),
+		ContainerName:     fmt.Sprintf("sb-p%d-%s-%d", p.id.Load(), containerName(m.name), n),
 		AgentSocket:       filepath.Join(p.runDir(), "a"+strconv.FormatInt(n, 10)+".sock"),
 		AgentSocketTarget: container.RunDirTarget + "/a" + strconv.FormatInt(n, 10) + ".sock",
 		EngineEnv:         singularity.StripContainerEnv(os.Environ()),

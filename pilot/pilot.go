@@ -118,7 +118,9 @@ type Pilot struct {
 	cfg        Config
 	client     *api.Client
 	log        *zap.Logger
-	id         int64
+	id         atomic.Int64 // the broker's id of this pilot; a new one after it re-attaches
+	reg        *api.PilotRegistration
+	regMu      sync.Mutex // one re-attachment at a time
 	hb         time.Duration
 	dir        string // this pilot's scratch root
 	runPath    string // its sockets (runDir)
@@ -221,12 +223,13 @@ func (p *Pilot) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("register with %s: %w", p.cfg.Broker, err)
 	}
-	p.id = r.Pilot.ID
+	p.reg = reg
+	p.id.Store(r.Pilot.ID)
 	p.hb = time.Duration(r.HeartbeatSeconds * float64(time.Second))
 	if p.hb <= 0 {
 		p.hb = 10 * time.Second
 	}
-	p.log = p.log.With(zap.Int64("pilot", p.id))
+	p.log = p.log.With(zap.Int64("pilot", r.Pilot.ID))
 	p.hosts = []string{p.cfg.Host}
 	if p.cfg.IP != "" {
 		p.hosts = append(p.hosts, p.cfg.IP)
@@ -324,7 +327,7 @@ func (p *Pilot) run(ctx context.Context) error {
 	<-hbDone
 	dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := p.client.Deregister(dctx, p.id); err != nil {
+	if err := p.client.Deregister(dctx, p.id.Load()); err != nil {
 		p.log.Warn("deregister", zap.Error(err))
 	}
 	p.log.Info("pilot stopped", zap.Int64("succeeded", p.stats.Succeeded.Load()), zap.Int64("failed", p.stats.Failed.Load()))
@@ -342,7 +345,7 @@ func (p *Pilot) prepareScratch() error {
 		return fmt.Errorf("create scratch dir: %w", err)
 	}
 	sweepOrphans(root, p.log)
-	dir, err := os.MkdirTemp(root, fmt.Sprintf("pilot-%d-pid%d-", p.id, os.Getpid()))
+	dir, err := os.MkdirTemp(root, fmt.Sprintf("pilot-%d-pid%d-", p.id.Load(), os.Getpid()))
 	if err != nil {
 		return fmt.Errorf("create scratch dir: %w", err)
 	}
@@ -459,12 +462,20 @@ func (p *Pilot) leaseModule(ctx context.Context, m *module) error {
 			}
 			continue
 		}
-		res, err := p.client.Lease(ctx, p.id, req)
+		id := p.id.Load()
+		res, err := p.client.Lease(ctx, id, req)
 		if err != nil {
 			if ctx.Err() != nil {
 				break
 			}
-			if api.IsCode(err, api.CodeConflict) || api.IsCode(err, api.CodeForbidden) || api.IsCode(err, api.CodeNotFound) {
+			if api.IsCode(err, api.CodeConflict) {
+				// Lost (silent past its lease: stopped, cut off) or gone.
+				if rerr := p.reattachIfLost(ctx, id); rerr != nil {
+					return fmt.Errorf("lease: %w", err)
+				}
+				continue
+			}
+			if api.IsCode(err, api.CodeForbidden) || api.IsCode(err, api.CodeNotFound) {
 				return fmt.Errorf("lease: %w", err)
 			}
 			p.log.Warn("lease failed; retrying", zap.Error(err), zap.Duration("in", backoff))
@@ -627,7 +638,8 @@ func (p *Pilot) heartbeater(ctx context.Context, stopLeasing func()) {
 			}
 		}
 		p.mu.Unlock()
-		res, err := p.client.Heartbeat(ctx, p.id, req)
+		id := p.id.Load()
+		res, err := p.client.Heartbeat(ctx, id, req)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -646,11 +658,55 @@ func (p *Pilot) heartbeater(ctx context.Context, stopLeasing func()) {
 			p.log.Info("broker asked this pilot to drain", zap.String("status", res.Status))
 			stopLeasing()
 		}
-		if res.Status == "LOST" || res.Status == "GONE" {
+		switch res.Status {
+		case "LOST":
+			if err := p.reattach(ctx, id); err != nil {
+				p.log.Warn("register again", zap.Error(err))
+			}
+		case "GONE":
 			p.stopAll(errStale)
 			stopLeasing()
 		}
 	}
+}
+
+// reattachIfLost asks the broker whether this pilot (as id) was declared
+// lost, and if so registers it again; any other answer is an error.
+func (p *Pilot) reattachIfLost(ctx context.Context, id int64) error {
+	if p.id.Load() != id {
+		return nil // re-attached meanwhile
+	}
+	res, err := p.client.Heartbeat(ctx, id, &api.HeartbeatRequest{})
+	if err != nil {
+		return err
+	}
+	if res.Status != "LOST" {
+		return fmt.Errorf("pilot %d is %s", id, res.Status)
+	}
+	return p.reattach(ctx, id)
+}
+
+// reattach registers the pilot again after the broker declared it lost
+// (it was silent past its lease: stopped, or cut off from the broker).
+// Its tasks went back to the queue and belong to others now, so it stops
+// them; the pilot itself, and its allocation, carry on under a new id.
+func (p *Pilot) reattach(ctx context.Context, lostID int64) error {
+	p.regMu.Lock()
+	defer p.regMu.Unlock()
+	if p.id.Load() != lostID {
+		return nil // done by another loop
+	}
+	p.stopAll(errStale)
+	p.mu.Lock()
+	clear(p.held) // every lease of the lost pilot is gone: queued tasks are not run
+	p.mu.Unlock()
+	r, err := p.client.PilotRegister(ctx, p.reg)
+	if err != nil {
+		return err
+	}
+	p.id.Store(r.Pilot.ID)
+	p.log.Warn("the broker declared this pilot lost: registered again", zap.Int64("lost_id", lostID), zap.Int64("new_id", r.Pilot.ID))
+	return nil
 }
 
 func (p *Pilot) stop(taskID int64, att int, cause error) {
@@ -708,7 +764,7 @@ func (p *Pilot) send(batch []api.Result) {
 	backoff := 100 * time.Millisecond
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		res, err := p.client.Complete(ctx, p.id, &api.CompleteRequest{Results: batch})
+		res, err := p.client.Complete(ctx, p.id.Load(), &api.CompleteRequest{Results: batch})
 		cancel()
 		if err == nil {
 			for i, r := range res.Results {

@@ -106,7 +106,7 @@ func (p *Pilot) worker(ctx context.Context, m *module, slot int) {
 		p.queued[m.id] -= len(batch)
 		p.free[m.id]--
 		p.mu.Unlock()
-		if ctx.Err() == nil && !p.stopping() && setup() {
+		if batch = p.stillHeld(batch); len(batch) > 0 && ctx.Err() == nil && !p.stopping() && setup() {
 			p.execute(ctx, sr, batch)
 		}
 		// else: not started; handed back when the pilot deregisters.
@@ -148,6 +148,20 @@ func (p *Pilot) newSlotRun(m *module, slot int, dir string, mode container.Mode)
 }
 
 func (p *Pilot) stopping() bool { return p.draining.Load() }
+
+// stillHeld drops the tasks whose leases the pilot lost while they waited
+// in the queue (it was declared lost and registered again).
+func (p *Pilot) stillHeld(batch []*api.LeasedTask) []*api.LeasedTask {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	kept := batch[:0]
+	for _, t := range batch {
+		if p.held[t.TaskID] == t.Attempt {
+			kept = append(kept, t)
+		}
+	}
+	return kept
+}
 
 // signalSettle is how long a task that died of SIGTERM, SIGKILL, SIGINT or
 // SIGHUP waits for the pilot's own stop signal before it counts as the
@@ -594,7 +608,7 @@ func (p *Pilot) slotEnv(sr *slotRun) []string {
 	add("HOST_NAME", p.cfg.Host)
 	add("LOCAL_IP", p.cfg.IP)
 	add("CLUSTER", p.cfg.Site)
-	add("PILOT_ID", strconv.FormatInt(p.id, 10))
+	add("PILOT_ID", strconv.FormatInt(p.id.Load(), 10))
 	add("TASK_BATCH_SIZE", strconv.Itoa(max(1, m.spec.TaskBatchSize)))
 	if localData != "" {
 		add("LOCAL_DATA_ROOT", localData)

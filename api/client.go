@@ -146,6 +146,12 @@ type TaskListParams struct {
 	Limit  int
 }
 
+// TaskActivate makes INITIAL tasks READY.
+func (c *Client) TaskActivate(ctx context.Context, appID int64, r *TaskActivateRequest) (*TaskActivateResponse, error) {
+	var out TaskActivateResponse
+	return &out, c.Do(ctx, http.MethodPost, "/apps/"+itoa(appID)+"/tasks/activate", r, &out)
+}
+
 // TaskList lists tasks.
 func (c *Client) TaskList(ctx context.Context, p TaskListParams) (*TaskList, error) {
 	q := url.Values{}

@@ -125,6 +125,19 @@ type TaskAddRequest struct {
 	Tasks    []TaskInput `json:"tasks"`
 }
 
+// TaskActivateRequest makes INITIAL tasks of an app READY (Scalebox's
+// initial_task_status: INITIAL, for dynamic scheduling).
+type TaskActivateRequest struct {
+	Module string  `json:"module,omitempty"` // "" = every module of the app
+	IDs    []int64 `json:"ids,omitempty"`    // only these tasks
+	Limit  int     `json:"limit,omitempty"`  // at most this many, oldest first; 0 = all
+}
+
+// TaskActivateResponse says how many tasks became READY.
+type TaskActivateResponse struct {
+	Activated int `json:"activated"`
+}
+
 // TaskAddResponse reports added tasks. IDs are in input order; a
 // duplicate's id is the existing task's.
 type TaskAddResponse struct {

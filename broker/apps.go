@@ -381,3 +381,41 @@ func taskInput(m *moduleState, body string, headers map[string]string) (store.Ta
 	}
 	return in, nil
 }
+
+// ActivateTasks makes INITIAL tasks of an app READY and wakes the pilots
+// waiting for them.
+func (b *Broker) ActivateTasks(ctx context.Context, appID int64, r *api.TaskActivateRequest) (*api.TaskActivateResponse, error) {
+	a, err := b.app(ctx, appID)
+	if err != nil {
+		return nil, err
+	}
+	if r.Limit < 0 {
+		return nil, errorf(api.CodeBadRequest, "limit", "limit must not be negative")
+	}
+	p := store.TaskActivateParams{AppID: appID, IDs: r.IDs, Limit: r.Limit, Now: b.now()}
+	var wake []int64
+	b.mu.RLock()
+	if r.Module != "" {
+		m := a.modules[r.Module]
+		if m == nil {
+			b.mu.RUnlock()
+			return nil, errorf(api.CodeNotFound, "module", fmt.Sprintf("app %d has no module %q", appID, r.Module))
+		}
+		p.ModuleID, wake = m.id, []int64{m.id}
+	} else {
+		for _, m := range a.modules {
+			wake = append(wake, m.id)
+		}
+	}
+	b.mu.RUnlock()
+	n, err := b.store.TaskActivate(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	if n > 0 {
+		for _, id := range wake {
+			b.waiters.wake(id)
+		}
+	}
+	return &api.TaskActivateResponse{Activated: n}, nil
+}

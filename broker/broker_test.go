@@ -623,3 +623,41 @@ modules:
 	require.NoError(t, err)
 	require.Len(t, r2.Tasks, 1)
 }
+
+// INITIAL tasks are not dispatched until they are activated.
+func TestInitialTasksWaitForActivation(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, broker.Config{})
+	a, err := tb.client.AppCreate(tb.ctx, &api.AppCreateRequest{YAML: `name: initial
+modules:
+  m:
+    parameters: {initial_task_status: INITIAL, start_task: [one, two, three]}
+`})
+	require.NoError(t, err)
+	pilot := tb.register(t)
+	slots := []api.SlotRequest{{AppID: a.ID, Module: "m", Max: 10}}
+	r, err := tb.client.Lease(tb.ctx, pilot, &api.LeaseRequest{Slots: slots})
+	require.NoError(t, err)
+	require.Empty(t, r.Tasks)
+
+	// A waiting pilot is woken by the activation.
+	got := make(chan []api.LeasedTask, 1)
+	go func() {
+		r, err := tb.client.Lease(tb.ctx, pilot, &api.LeaseRequest{Slots: slots, WaitSeconds: 30})
+		if err != nil {
+			got <- nil
+			return
+		}
+		got <- r.Tasks
+	}()
+	res, err := tb.client.TaskActivate(tb.ctx, a.ID, &api.TaskActivateRequest{Module: "m", Limit: 2})
+	require.NoError(t, err)
+	require.Equal(t, 2, res.Activated)
+	require.Len(t, <-got, 2)
+
+	_, err = tb.client.TaskActivate(tb.ctx, a.ID, &api.TaskActivateRequest{Module: "nope"})
+	require.True(t, api.IsCode(err, api.CodeNotFound), "%v", err)
+	res, err = tb.client.TaskActivate(tb.ctx, a.ID, &api.TaskActivateRequest{})
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Activated)
+}

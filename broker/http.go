@@ -55,6 +55,7 @@ func (b *Broker) Handler() http.Handler {
 		}
 		r.Post("/apps/{app}/finish", b.wrap(both, b.hAppFinish))
 		r.Post("/apps/{app}/tasks", b.wrap(both, b.hTaskAdd))
+		r.Post("/apps/{app}/tasks/activate", b.wrap(both, b.hTaskActivate))
 
 		r.Get("/tasks", b.wrap(both, b.hTaskList))
 		r.Get("/tasks/{task}", b.wrap(both, b.hTaskGet))
@@ -297,6 +298,18 @@ func (b *Broker) hTaskAdd(r *http.Request, _ Principal) (any, error) {
 		return nil, err
 	}
 	return created{res}, nil
+}
+
+func (b *Broker) hTaskActivate(r *http.Request, _ Principal) (any, error) {
+	id, err := pathID(r, "app")
+	if err != nil {
+		return nil, err
+	}
+	var req api.TaskActivateRequest
+	if err := decode(r, &req); err != nil {
+		return nil, err
+	}
+	return b.ActivateTasks(r.Context(), id, &req)
 }
 
 func (b *Broker) hTaskList(r *http.Request, _ Principal) (any, error) {

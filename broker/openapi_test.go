@@ -393,6 +393,8 @@ var oaWireTypes = map[string]reflect.Type{
 	"TaskInput":              reflect.TypeFor[api.TaskInput](),
 	"TaskAddRequest":         reflect.TypeFor[api.TaskAddRequest](),
 	"TaskAddResponse":        reflect.TypeFor[api.TaskAddResponse](),
+	"TaskActivateRequest":    reflect.TypeFor[api.TaskActivateRequest](),
+	"TaskActivateResponse":   reflect.TypeFor[api.TaskActivateResponse](),
 	"Task":                   reflect.TypeFor[api.Task](),
 	"TaskList":               reflect.TypeFor[api.TaskList](),
 	"TaskDetail":             reflect.TypeFor[api.TaskDetail](),

@@ -140,6 +140,10 @@ type Tasks interface {
 	TaskAdd(ctx context.Context, p TaskAddParams) (*TaskAddResult, error)
 	// TaskGet returns one task. ErrNotFound.
 	TaskGet(ctx context.Context, id int64) (*Task, error)
+	// TaskActivate makes INITIAL tasks of an app dispatchable (READY):
+	// those of p.ModuleID (0 = every module), only p.IDs if given, at most
+	// p.Limit (0 = all), oldest first. It returns how many it moved.
+	TaskActivate(ctx context.Context, p TaskActivateParams) (int, error)
 	// TaskList returns tasks matching the filter, ordered by id, starting
 	// after f.AfterID, at most f.Limit (default 100, max 10000).
 	TaskList(ctx context.Context, f TaskFilter) ([]*Task, error)
@@ -362,6 +366,15 @@ type TaskFilter struct {
 	Status   *int  // nil = any
 	AfterID  int64 // cursor
 	Limit    int
+}
+
+// TaskActivateParams selects INITIAL tasks to make READY.
+type TaskActivateParams struct {
+	AppID    int64
+	ModuleID int64   // 0 = every module of the app
+	IDs      []int64 // nil = any
+	Limit    int     // 0 = all
+	Now      time.Time
 }
 
 // ModuleLease asks for up to Max tasks of one module.

@@ -253,3 +253,25 @@ modules:
 	require.Contains(t, errs, "module calc")
 	require.Contains(t, errs, data)
 }
+
+func TestTaskActivate(t *testing.T) {
+	c := newCLI(t, true)
+	app := c.write("init/app.yaml", `name: init
+modules:
+  m:
+    parameters: {initial_task_status: INITIAL, start_task: [a, b, c]}
+`)
+	code, out, errs := c.run("--json", "app", "create", app)
+	require.Equal(t, 0, code, errs)
+	var created map[string]int64
+	require.NoError(t, json.Unmarshal([]byte(out), &created))
+	appID := "--app-id=" + itoa(created["app_id"])
+	code, out, errs = c.run("task", "activate", appID, "--module", "m", "--limit", "2")
+	require.Equal(t, 0, code, errs)
+	require.Equal(t, "2 task(s) activated\n", out)
+	code, out, _ = c.run("task", "list", appID, "--status", "INITIAL")
+	require.Equal(t, 0, code)
+	require.Equal(t, 1, strings.Count(out, "INITIAL"), out)
+	code, _, errs = c.run("task", "activate", appID, "--module", "nope")
+	require.Equal(t, cli.ExitNotFound, code, errs)
+}

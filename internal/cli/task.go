@@ -16,6 +16,32 @@ type TaskCmd struct {
 	Add  TaskAddCmd  `cmd:"" help:"Add tasks (messages) to a module."`
 	List TaskListCmd `cmd:"" help:"List tasks."`
 	Show TaskShowCmd `cmd:"" help:"Show a task with all its attempts."`
+
+	Activate TaskActivateCmd `cmd:"" help:"Make INITIAL tasks READY (initial_task_status: INITIAL, dynamic scheduling)."`
+}
+
+// TaskActivateCmd makes INITIAL tasks dispatchable.
+type TaskActivateCmd struct {
+	AppID  int64   `name:"app-id" env:"APP_ID" required:"" help:"App id (default: $APP_ID)."`
+	Module string  `help:"Only this module's tasks (default: every module)."`
+	Limit  int     `help:"At most this many, oldest first (default: all)."`
+	IDs    []int64 `arg:"" optional:"" name:"task-id" help:"Only these tasks."`
+}
+
+// Run activates and prints how many tasks became READY.
+func (c *TaskActivateCmd) Run(e *Env) error {
+	if c.Limit < 0 {
+		return invalid("--limit must not be negative")
+	}
+	r, err := e.Client.TaskActivate(e.Ctx, c.AppID, &api.TaskActivateRequest{Module: c.Module, IDs: c.IDs, Limit: c.Limit})
+	if err != nil {
+		return err
+	}
+	if e.JSON {
+		return printJSON(e.Out, r)
+	}
+	_, err = fmt.Fprintf(e.Out, "%d task(s) activated\n", r.Activated)
+	return err
 }
 
 // addBatch is how many tasks go in one request.

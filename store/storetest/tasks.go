@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -24,6 +25,54 @@ var taskAddTests = []namedTest{
 var taskListTests = []namedTest{
 	{"Filters", testTaskListFilters},
 	{"Pagination", testTaskListPagination},
+	{"Activate", testTaskActivate},
+}
+
+// INITIAL tasks become READY on demand: by module, by id, at most a limit,
+// oldest first; other statuses are left alone.
+func testTaskActivate(t *testing.T, s store.Store) {
+	f := newFixture(t, s)
+	var mods []string
+	for name := range f.mod {
+		mods = append(mods, name)
+	}
+	slices.Sort(mods)
+	a, b := mods[0], mods[1]
+	initial := func(mod string, bodies ...string) []int64 {
+		in := make([]store.TaskInput, len(bodies))
+		for i, body := range bodies {
+			in[i] = store.TaskInput{ModuleID: f.mod[mod], Body: body, Status: store.StatusInitial}
+		}
+		res, err := s.TaskAdd(f.ctx, store.TaskAddParams{AppID: f.app.ID, Tasks: in, Now: T0})
+		require.NoError(t, err)
+		return res.IDs
+	}
+	ia := initial(a, "a1", "a2", "a3", "a4")
+	ib := initial(b, "b1", "b2")
+	ready := f.add(t, a, "r1")
+	status := func(id int64) int { return f.get(t, id).Status }
+
+	n, err := s.TaskActivate(f.ctx, store.TaskActivateParams{AppID: f.app.ID, ModuleID: f.mod[a], Limit: 2, Now: at(time.Second)})
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
+	require.Equal(t, []int{store.StatusReady, store.StatusReady, store.StatusInitial, store.StatusInitial},
+		[]int{status(ia[0]), status(ia[1]), status(ia[2]), status(ia[3])}, "oldest first")
+	requireTime(t, at(time.Second), f.get(t, ia[0]).UpdatedAt, "UpdatedAt")
+
+	n, err = s.TaskActivate(f.ctx, store.TaskActivateParams{AppID: f.app.ID, IDs: []int64{ia[3], ib[0], ready[0]}, Now: at(time.Second)})
+	require.NoError(t, err)
+	require.Equal(t, 2, n, "a READY task is left alone")
+	require.Equal(t, store.StatusInitial, status(ia[2]))
+	require.Equal(t, store.StatusReady, status(ia[3]))
+	require.Equal(t, store.StatusReady, status(ib[0]))
+	require.Equal(t, store.StatusInitial, status(ib[1]))
+
+	n, err = s.TaskActivate(f.ctx, store.TaskActivateParams{AppID: f.app.ID, Now: at(time.Second)})
+	require.NoError(t, err)
+	require.Equal(t, 2, n, "the rest of the app")
+	n, err = s.TaskActivate(f.ctx, store.TaskActivateParams{AppID: f.app.ID + 1000, Now: at(time.Second)})
+	require.NoError(t, err)
+	require.Zero(t, n)
 }
 
 func testTaskAddInsert(t *testing.T, s store.Store) {

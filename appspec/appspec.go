@@ -261,6 +261,9 @@ func splitList(s string) []string {
 	return out
 }
 
+// IsYes reports whether s is a Scalebox "yes" (yes, true, on, 1, y).
+func IsYes(s string) bool { return isYes(s) }
+
 func isYes(s string) bool {
 	switch strings.ToLower(strings.TrimSpace(s)) {
 	case "yes", "true", "on", "1", "y":

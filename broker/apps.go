@@ -147,6 +147,9 @@ func (b *Broker) CreateApp(ctx context.Context, req *api.AppCreateRequest) (*api
 	if err != nil {
 		return nil, err
 	}
+	if err := b.createVtaskSemaphores(ctx, a.id, spec); err != nil {
+		return nil, err
+	}
 	var starts []api.TaskInput
 	for _, m := range spec.Modules {
 		bodies := m.StartTasks

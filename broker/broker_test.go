@@ -661,3 +661,37 @@ modules:
 	require.NoError(t, err)
 	require.Equal(t, 1, res.Activated)
 }
+
+// vtask_size: the module's counter gates new work; the scripts give it
+// back at the vtask's end.
+func TestVtaskCounterGatesLeases(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, broker.Config{})
+	a, err := tb.client.AppCreate(tb.ctx, &api.AppCreateRequest{YAML: `name: vtask
+modules:
+  head:
+    parameters: {vtask_size: 2, start_task: [v1, v2, v3, v4]}
+`})
+	require.NoError(t, err)
+	s, err := tb.client.SemaphoreGet(tb.ctx, a.ID, "vtask_size:head")
+	require.NoError(t, err)
+	require.EqualValues(t, 2, s.Value, "created with the app")
+	pilot := tb.register(t)
+	slots := []api.SlotRequest{{AppID: a.ID, Module: "head", Max: 10}}
+	r, err := tb.client.Lease(tb.ctx, pilot, &api.LeaseRequest{Slots: slots})
+	require.NoError(t, err)
+	require.Len(t, r.Tasks, 2)
+	s, err = tb.client.SemaphoreGet(tb.ctx, a.ID, "vtask_size:head")
+	require.NoError(t, err)
+	require.EqualValues(t, 0, s.Value)
+	r2, err := tb.client.Lease(tb.ctx, pilot, &api.LeaseRequest{Slots: slots})
+	require.NoError(t, err)
+	require.Empty(t, r2.Tasks, "counter at 0: no new vtask")
+
+	// A vtask ends: its tail gives the count back.
+	_, err = tb.client.SemaphoreIncrement(tb.ctx, a.ID, "vtask_size:head", 1, false)
+	require.NoError(t, err)
+	r2, err = tb.client.Lease(tb.ctx, pilot, &api.LeaseRequest{Slots: slots})
+	require.NoError(t, err)
+	require.Len(t, r2.Tasks, 1)
+}

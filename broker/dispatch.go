@@ -114,15 +114,21 @@ func (b *Broker) Lease(ctx context.Context, p Principal, pilotID int64, r *api.L
 			return nil, err
 		}
 		reqs, unreserve := b.reserveInflight(reqs)
+		reqs, counted, err := b.gateVtasks(ctx, reqs)
+		if err != nil {
+			unreserve()
+			return nil, err
+		}
 		var leased []*store.Lease
 		if len(reqs) > 0 {
 			leased, err = b.store.TaskLease(ctx, store.TaskLeaseParams{
 				PilotID: pilotID, Modules: reqs, Hosts: r.Hosts, TTL: b.cfg.LeaseTTL, Now: b.now(),
 			})
-			if err != nil {
-				unreserve()
-				return nil, err
-			}
+		}
+		counted(leased)
+		if err != nil {
+			unreserve()
+			return nil, err
 		}
 		if len(leased) > 0 || wait <= 0 {
 			resp := b.leaseResponse(pilotID, leased)

@@ -153,6 +153,7 @@ func (b *Broker) SetSemaphore(ctx context.Context, appID int64, name string, v i
 	if err := b.store.SemaphoreSet(ctx, appID, name, v); err != nil {
 		return nil, storeErr(err, "semaphore "+name)
 	}
+	b.wakeVtask(appID, name, v)
 	return &api.Semaphore{Name: name, Value: v}, nil
 }
 
@@ -170,6 +171,7 @@ func (b *Broker) IncrementSemaphore(ctx context.Context, appID int64, name strin
 	if err != nil {
 		return nil, storeErr(err, "semaphore "+name)
 	}
+	b.wakeVtask(appID, name, v)
 	return &api.Semaphore{Name: name, Value: v}, nil
 }
 

@@ -69,8 +69,10 @@ type Broker struct {
 
 	startedAt time.Time // Sweep waits a TTL after it, for pilots to re-attach
 
-	reserved map[int64]int // by module id: leases being granted under max_inflight (guarded by mu)
-	vtasks   vtaskGate     // serialises leases of modules with a vtask_size counter
+	reserved     map[int64]int  // by module id: leases being granted under max_inflight (guarded by mu)
+	siteReserved map[string]int // the same by site
+	siteInflight map[string]int // sites' limits.max_inflight, read from the store on first use (guarded by mu)
+	vtasks       vtaskGate      // serialises leases of modules with a vtask_size counter
 
 	mu      sync.RWMutex
 	apps    map[int64]*appState

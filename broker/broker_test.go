@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -694,4 +695,43 @@ modules:
 	r2, err = tb.client.Lease(tb.ctx, pilot, &api.LeaseRequest{Slots: slots})
 	require.NoError(t, err)
 	require.Len(t, r2.Tasks, 1)
+}
+
+// A site's limits.max_inflight bounds the tasks leased to its pilots, all
+// modules together.
+func TestSiteMaxInflight(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, broker.Config{})
+	_, err := tb.client.SitePut(tb.ctx, &api.Site{Name: "small", Kind: "local",
+		Spec: json.RawMessage(`{"name": "small", "kind": "local", "limits": {"max_inflight": 3}}`)})
+	require.NoError(t, err)
+	a, err := tb.client.AppCreate(tb.ctx, &api.AppCreateRequest{YAML: `name: site-inflight
+modules:
+  x: {parameters: {start_task: [x1, x2, x3, x4]}}
+  y: {parameters: {start_task: [y1, y2, y3, y4]}}
+`})
+	require.NoError(t, err)
+	reg := func() int64 {
+		r, err := tb.client.PilotRegister(tb.ctx, &api.PilotRegistration{Site: "small", Host: "n", Cores: 2})
+		require.NoError(t, err)
+		return r.Pilot.ID
+	}
+	p1, p2 := reg(), reg()
+	slots := []api.SlotRequest{{AppID: a.ID, Module: "x", Max: 2}, {AppID: a.ID, Module: "y", Max: 2}}
+	r1, err := tb.client.Lease(tb.ctx, p1, &api.LeaseRequest{Slots: slots})
+	require.NoError(t, err)
+	require.Len(t, r1.Tasks, 3, "three for the site, whatever the modules")
+	r2, err := tb.client.Lease(tb.ctx, p2, &api.LeaseRequest{Slots: slots})
+	require.NoError(t, err)
+	require.Empty(t, r2.Tasks)
+	_, err = tb.client.Complete(tb.ctx, p1, &api.CompleteRequest{Results: []api.Result{{TaskID: r1.Tasks[0].TaskID, Attempt: r1.Tasks[0].Attempt}}})
+	require.NoError(t, err)
+	r2, err = tb.client.Lease(tb.ctx, p2, &api.LeaseRequest{Slots: slots})
+	require.NoError(t, err)
+	require.Len(t, r2.Tasks, 1)
+	// Another site's pilots are not limited.
+	other := tb.register(t)
+	r3, err := tb.client.Lease(tb.ctx, other, &api.LeaseRequest{Slots: []api.SlotRequest{{AppID: a.ID, Module: "x", Max: 4}, {AppID: a.ID, Module: "y", Max: 4}}})
+	require.NoError(t, err)
+	require.Len(t, r3.Tasks, 4, "the 4 tasks left")
 }

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/scalebox-hpc/scalebox/api"
+	"github.com/scalebox-hpc/scalebox/site"
 	"github.com/scalebox-hpc/scalebox/store"
 )
 
@@ -113,7 +114,7 @@ func (b *Broker) Lease(ctx context.Context, p Principal, pilotID int64, r *api.L
 		if err != nil {
 			return nil, err
 		}
-		reqs, unreserve := b.reserveInflight(reqs)
+		reqs, unreserve := b.reserveInflight(ps, b.siteLimit(ctx, ps.site), reqs)
 		reqs, counted, err := b.gateVtasks(ctx, reqs)
 		if err != nil {
 			unreserve()
@@ -534,50 +535,99 @@ func (b *Broker) maxInflight(moduleID int64) int {
 	return max(n, 0)
 }
 
+// siteLimit is a site's limits.max_inflight (0 = none, or no such site).
+func (b *Broker) siteLimit(ctx context.Context, name string) int {
+	b.mu.RLock()
+	n, ok := b.siteInflight[name]
+	b.mu.RUnlock()
+	if ok {
+		return n
+	}
+	if st, err := b.store.SiteGet(ctx, name); err == nil && len(st.Spec) > 2 {
+		if sp, err := site.Parse("spec", st.Spec); err == nil {
+			n = sp.Limits.MaxInflight
+		}
+	}
+	b.mu.Lock()
+	if b.siteInflight == nil {
+		b.siteInflight = map[string]int{}
+	}
+	b.siteInflight[name] = n
+	b.mu.Unlock()
+	return n
+}
+
 // reserveInflight trims lease requests to what each module's max_inflight
-// leaves room for, counting the leases outstanding and those being granted
-// by concurrent requests; unreserve gives the reservation back once the
-// granted leases are recorded (or none were).
-func (b *Broker) reserveInflight(reqs []store.ModuleLease) ([]store.ModuleLease, func()) {
+// and the pilot's site's limit (siteLimit, 0 = none) leave room for,
+// counting the leases outstanding and those being granted by concurrent
+// requests; unreserve gives the reservation back once the granted leases
+// are recorded (or none were).
+func (b *Broker) reserveInflight(ps *pilotState, siteLimit int, reqs []store.ModuleLease) ([]store.ModuleLease, func()) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	var held map[int64]int
-	out := reqs[:0:0]
-	for _, r := range reqs {
-		limit := b.maxInflight(r.ModuleID)
-		if limit == 0 {
-			out = append(out, r)
-			continue
-		}
-		inflight := b.reserved[r.ModuleID]
+	siteRoom := -1 // no limit
+	if siteLimit > 0 {
+		used := b.siteReserved[ps.site]
 		for _, li := range b.leases {
-			if li.moduleID == r.ModuleID {
-				inflight++
+			if p := b.pilots[li.pilotID]; p != nil && p.site == ps.site {
+				used++
 			}
 		}
-		room := min(r.Max, limit-inflight)
-		if room <= 0 {
-			continue
+		siteRoom = max(siteLimit-used, 0)
+	}
+	var held map[int64]int
+	siteHeld := 0
+	out := reqs[:0:0]
+	for _, r := range reqs {
+		if siteRoom == 0 {
+			break
 		}
-		r.Max = room
+		if siteRoom > 0 {
+			r.Max = min(r.Max, siteRoom)
+		}
+		if limit := b.maxInflight(r.ModuleID); limit > 0 {
+			inflight := b.reserved[r.ModuleID]
+			for _, li := range b.leases {
+				if li.moduleID == r.ModuleID {
+					inflight++
+				}
+			}
+			r.Max = min(r.Max, limit-inflight)
+			if r.Max <= 0 {
+				continue
+			}
+			if b.reserved == nil {
+				b.reserved = map[int64]int{}
+			}
+			if held == nil {
+				held = map[int64]int{}
+			}
+			b.reserved[r.ModuleID] += r.Max
+			held[r.ModuleID] += r.Max
+		}
+		if siteRoom > 0 {
+			siteRoom -= r.Max
+			siteHeld += r.Max
+		}
 		out = append(out, r)
-		if b.reserved == nil {
-			b.reserved = map[int64]int{}
+	}
+	if siteHeld > 0 {
+		if b.siteReserved == nil {
+			b.siteReserved = map[string]int{}
 		}
-		if held == nil {
-			held = map[int64]int{}
-		}
-		b.reserved[r.ModuleID] += room
-		held[r.ModuleID] += room
+		b.siteReserved[ps.site] += siteHeld
 	}
 	return out, func() {
-		if held == nil {
+		if held == nil && siteHeld == 0 {
 			return
 		}
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		for m, n := range held {
 			b.reserved[m] -= n
+		}
+		if siteHeld > 0 {
+			b.siteReserved[ps.site] -= siteHeld
 		}
 	}
 }

@@ -246,6 +246,9 @@ func (b *Broker) PutSite(ctx context.Context, name string, s *api.Site) (*api.Si
 	if err := b.store.SitePut(ctx, &store.Site{Name: name, Kind: kind, Spec: spec, CreatedAt: now, UpdatedAt: now}); err != nil {
 		return nil, err
 	}
+	b.mu.Lock()
+	delete(b.siteInflight, name) // re-read at the next lease
+	b.mu.Unlock()
 	got, err := b.store.SiteGet(ctx, name)
 	if err != nil {
 		return nil, err

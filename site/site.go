@@ -113,6 +113,7 @@ type Limits struct {
 	MaxQueued   int    `json:"max_queued,omitempty" yaml:"max_queued"`
 	MinPilots   int    `json:"min_pilots,omitempty" yaml:"min_pilots"`
 	IdleTimeout string `json:"idle_timeout,omitempty" yaml:"idle_timeout"`
+	MaxInflight int    `json:"max_inflight,omitempty" yaml:"max_inflight"` // tasks leased to the site's pilots at once, all modules (0 = no limit)
 }
 
 // Load reads and validates a site file.

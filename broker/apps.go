@@ -121,6 +121,11 @@ func (b *Broker) CreateApp(ctx context.Context, req *api.AppCreateRequest) (*api
 			return nil, errorf(api.CodeBadRequest, "start_tasks", fmt.Sprintf("unknown module %q", name))
 		}
 	}
+	for _, m := range spec.Modules {
+		if _, err := parseProgressGap(m.Parameters["node_progress_gap"]); err != nil {
+			return nil, errorf(api.CodeInvalidApp, "modules."+m.Name+".parameters.node_progress_gap", err.Error())
+		}
+	}
 	appJSON, err := json.Marshal(spec)
 	if err != nil {
 		return nil, fmt.Errorf("encode app definition: %w", err)

@@ -92,6 +92,7 @@ type Broker struct {
 type pilotState struct {
 	id     int64
 	site   string
+	host   string
 	status string
 	fails  map[int64]*failWatch // by module id, for quarantine
 }

@@ -735,3 +735,44 @@ modules:
 	require.NoError(t, err)
 	require.Len(t, r3.Tasks, 4, "the 4 tasks left")
 }
+
+// node_progress_gap keeps a module's hosts together: a host may not get
+// the gap ahead of the slowest of its group.
+func TestNodeProgressGap(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, broker.Config{})
+	a, err := tb.client.AppCreate(tb.ctx, &api.AppCreateRequest{YAML: `name: progress
+modules:
+  m:
+    parameters: {node_progress_gap: '{"h": 1}', start_task: [t1, t2, t3, t4, t5, t6]}
+`})
+	require.NoError(t, err)
+	reg := func(host string) int64 {
+		r, err := tb.client.PilotRegister(tb.ctx, &api.PilotRegistration{Site: "local", Host: host, Cores: 1})
+		require.NoError(t, err)
+		return r.Pilot.ID
+	}
+	fast, slow := reg("h1"), reg("h2")
+	slots := []api.SlotRequest{{AppID: a.ID, Module: "m", Max: 1}}
+	lease := func(p int64) []api.LeasedTask {
+		r, err := tb.client.Lease(tb.ctx, p, &api.LeaseRequest{Slots: slots})
+		require.NoError(t, err)
+		return r.Tasks
+	}
+	done := func(p int64, lt api.LeasedTask) {
+		_, err := tb.client.Complete(tb.ctx, p, &api.CompleteRequest{Results: []api.Result{{TaskID: lt.TaskID, Attempt: lt.Attempt}}})
+		require.NoError(t, err)
+	}
+	s := lease(slow) // h2 starts one and takes its time
+	require.Len(t, s, 1)
+	f := lease(fast)
+	require.Len(t, f, 1)
+	done(fast, f[0])
+	require.Empty(t, lease(fast), "h1 is 1 ahead of h2: held back")
+	done(slow, s[0])
+	require.Len(t, lease(fast), 1, "h2 caught up")
+
+	_, err = tb.client.AppCreate(tb.ctx, &api.AppCreateRequest{YAML: "name: bad\nmodules:\n  m:\n    parameters: {node_progress_gap: '{\"(\": 1}'}\n"})
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "node_progress_gap")
+}

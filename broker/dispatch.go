@@ -46,7 +46,7 @@ func (b *Broker) RegisterPilot(ctx context.Context, p Principal, r *api.PilotReg
 		return nil, err
 	}
 	b.mu.Lock()
-	b.pilots[got.ID] = &pilotState{id: got.ID, site: got.Site, status: got.Status}
+	b.pilots[got.ID] = &pilotState{id: got.ID, site: got.Site, host: got.Host, status: got.Status}
 	b.mu.Unlock()
 	b.log.Info("pilot registered", zap.Int64("pilot", got.ID), zap.String("host", got.Host), zap.String("site", got.Site))
 	return &api.PilotRegistered{
@@ -67,7 +67,7 @@ func (b *Broker) pilot(ctx context.Context, p Principal, id int64) (*pilotState,
 		if err != nil {
 			return nil, storeErr(err, fmt.Sprintf("pilot %d", id))
 		}
-		ps = &pilotState{id: sp.ID, site: sp.Site, status: sp.Status}
+		ps = &pilotState{id: sp.ID, site: sp.Site, host: sp.Host, status: sp.Status}
 		b.mu.Lock()
 		b.pilots[id] = ps
 		b.mu.Unlock()
@@ -117,6 +117,11 @@ func (b *Broker) Lease(ctx context.Context, p Principal, pilotID int64, r *api.L
 		reqs, unreserve := b.reserveInflight(ps, b.siteLimit(ctx, ps.site), reqs)
 		reqs, counted, err := b.gateVtasks(ctx, reqs)
 		if err != nil {
+			unreserve()
+			return nil, err
+		}
+		if reqs, err = b.gateProgress(ctx, ps, reqs); err != nil {
+			counted(nil)
 			unreserve()
 			return nil, err
 		}
@@ -360,6 +365,7 @@ func (b *Broker) Complete(ctx context.Context, p Principal, pilotID int64, r *ap
 	if ps.status == store.PilotActive || ps.status == store.PilotDraining {
 		quarantine = b.quarantineFor(ps, comps, results, now)
 	}
+	progress := b.progressOf(comps, results)
 	for i, res := range results {
 		out.Results[i] = api.CompleteResult{TaskID: comps[i].TaskID, Applied: res.Applied, Status: res.Status,
 			Emitted: res.Emitted, Duplicates: res.Duplicates, Error: rejected[i]}
@@ -383,6 +389,7 @@ func (b *Broker) Complete(ctx context.Context, p Principal, pilotID int64, r *ap
 	if quarantine != "" {
 		b.quarantine(ctx, ps, quarantine)
 	}
+	b.countProgress(ctx, ps, progress)
 	woken := map[int64]bool{}
 	for _, m := range wake {
 		if !woken[m] {

@@ -772,7 +772,9 @@ modules:
 	done(slow, s[0])
 	require.Len(t, lease(fast), 1, "h2 caught up")
 
-	_, err = tb.client.AppCreate(tb.ctx, &api.AppCreateRequest{YAML: "name: bad\nmodules:\n  m:\n    parameters: {node_progress_gap: '{\"(\": 1}'}\n"})
-	require.Error(t, err)
-	require.Contains(t, err.Error(), "node_progress_gap")
+	for _, bad := range []string{`'{"(": 1}'`, `'{"h": 0}'`, `"0"`} {
+		_, err = tb.client.AppCreate(tb.ctx, &api.AppCreateRequest{YAML: "name: bad\nmodules:\n  m:\n    parameters: {node_progress_gap: " + bad + "}\n"})
+		require.Error(t, err, bad)
+		require.Contains(t, err.Error(), "node_progress_gap", bad)
+	}
 }

@@ -41,6 +41,9 @@ func parseProgressGap(s string) ([]progressGap, error) {
 	}
 	var n int64
 	if _, err := fmt.Sscanf(s, "%d", &n); err == nil && !strings.HasPrefix(s, "{") {
+		if n < 1 {
+			return nil, fmt.Errorf("node_progress_gap: gap %d: want at least 1", n)
+		}
 		return []progressGap{{pattern: "", re: regexp.MustCompile(""), gap: n}}, nil
 	}
 	var m map[string]int64
@@ -52,6 +55,9 @@ func parseProgressGap(s string) ([]progressGap, error) {
 		re, err := regexp.Compile("^(?:" + p + ")")
 		if err != nil {
 			return nil, fmt.Errorf("node_progress_gap: pattern %q: %v", p, err)
+		}
+		if g < 1 {
+			return nil, fmt.Errorf("node_progress_gap: pattern %q: gap %d: want at least 1", p, g)
 		}
 		out = append(out, progressGap{pattern: p, re: re, gap: g})
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -33,6 +34,23 @@ type moduleState struct {
 	site string
 	app  *appState
 	spec *appspec.Module
+
+	// Flow-control parameters, read once from spec for the lease and
+	// completion paths.
+	maxInflight    int           // max_inflight; 0 = none
+	vtaskSize      int64         // vtask_size; 0 = none
+	failsPerMinute int           // max_tasks_per_minute; 0 = none
+	progress       []progressGap // node_progress_gap; nil = none
+}
+
+func newModuleState(id int64, name, site string, app *appState, spec *appspec.Module) *moduleState {
+	m := &moduleState{id: id, name: name, site: site, app: app, spec: spec, vtaskSize: vtaskSize(spec)}
+	m.maxInflight, _ = strconv.Atoi(spec.Parameters["max_inflight"])
+	m.maxInflight = max(m.maxInflight, 0)
+	m.failsPerMinute, _ = strconv.Atoi(spec.Parameters["max_tasks_per_minute"])
+	m.failsPerMinute = max(m.failsPerMinute, 0)
+	m.progress, _ = parseProgressGap(spec.Parameters["node_progress_gap"]) // checked when the app was created
+	return m
 }
 
 // defaultSink is where a message that names no module goes: the module's
@@ -56,7 +74,7 @@ func (b *Broker) cacheApp(a *store.App) (*appState, error) {
 		if ms == nil {
 			return nil, fmt.Errorf("app %d: module %q missing from its definition", a.ID, m.Name)
 		}
-		st.modules[m.Name] = &moduleState{id: m.ID, name: m.Name, site: m.Site, app: st, spec: ms}
+		st.modules[m.Name] = newModuleState(m.ID, m.Name, m.Site, st, ms)
 	}
 	b.mu.Lock()
 	b.apps[a.ID] = st

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strconv"
 	"time"
 
 	"go.uber.org/zap"
@@ -376,7 +375,7 @@ func (b *Broker) Complete(ctx context.Context, p Principal, pilotID int64, r *ap
 		applied++
 		li, ok := b.leases[comps[i].TaskID]
 		delete(b.leases, comps[i].TaskID)
-		if ok && (res.Status == store.StatusReady || b.maxInflight(li.moduleID) > 0) {
+		if ok && (res.Status == store.StatusReady || b.modules[li.moduleID] != nil && b.modules[li.moduleID].maxInflight > 0) {
 			wake = append(wake, li.moduleID) // a retry to lease, or room under max_inflight
 		}
 		if res.Emitted > 0 {
@@ -530,18 +529,6 @@ func storeAttempts(in []api.TaskAttempt) []store.TaskAttempt {
 	return out
 }
 
-// maxInflight is a module's max_inflight parameter: at most that many of
-// its tasks leased (queued on pilots or running) at once, across all
-// pilots; 0 = no limit. The caller holds b.mu.
-func (b *Broker) maxInflight(moduleID int64) int {
-	m := b.modules[moduleID]
-	if m == nil {
-		return 0
-	}
-	n, _ := strconv.Atoi(m.spec.Parameters["max_inflight"])
-	return max(n, 0)
-}
-
 // siteLimit is a site's limits.max_inflight (0 = none, or no such site).
 func (b *Broker) siteLimit(ctx context.Context, name string) int {
 	b.mu.RLock()
@@ -570,6 +557,9 @@ func (b *Broker) siteLimit(ctx context.Context, name string) int {
 // requests; unreserve gives the reservation back once the granted leases
 // are recorded (or none were).
 func (b *Broker) reserveInflight(ps *pilotState, siteLimit int, reqs []store.ModuleLease) ([]store.ModuleLease, func()) {
+	if !b.inflightLimited(siteLimit, reqs) {
+		return reqs, func() {}
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	siteRoom := -1 // no limit
@@ -592,7 +582,8 @@ func (b *Broker) reserveInflight(ps *pilotState, siteLimit int, reqs []store.Mod
 		if siteRoom > 0 {
 			r.Max = min(r.Max, siteRoom)
 		}
-		if limit := b.maxInflight(r.ModuleID); limit > 0 {
+		if m := b.modules[r.ModuleID]; m != nil && m.maxInflight > 0 {
+			limit := m.maxInflight
 			inflight := b.reserved[r.ModuleID]
 			for _, li := range b.leases {
 				if li.moduleID == r.ModuleID {
@@ -637,4 +628,20 @@ func (b *Broker) reserveInflight(ps *pilotState, siteLimit int, reqs []store.Mod
 			b.siteReserved[ps.site] -= siteHeld
 		}
 	}
+}
+
+// inflightLimited reports whether a site or module limit applies to reqs,
+// so that most leases skip the broker's write lock and the lease count.
+func (b *Broker) inflightLimited(siteLimit int, reqs []store.ModuleLease) bool {
+	if siteLimit > 0 {
+		return true
+	}
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	for _, r := range reqs {
+		if m := b.modules[r.ModuleID]; m != nil && m.maxInflight > 0 {
+			return true
+		}
+	}
+	return false
 }

@@ -11,7 +11,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/scalebox-hpc/scalebox/api"
 	"github.com/scalebox-hpc/scalebox/store"
 )
 
@@ -86,14 +85,11 @@ func (b *Broker) gateProgress(ctx context.Context, ps *pilotState, reqs []store.
 		b.mu.RLock()
 		m := b.modules[r.ModuleID]
 		b.mu.RUnlock()
-		if m == nil || m.spec.Parameters["node_progress_gap"] == "" || ps.host == "" {
+		if m == nil || m.progress == nil || ps.host == "" {
 			out = append(out, r)
 			continue
 		}
-		gaps, err := parseProgressGap(m.spec.Parameters["node_progress_gap"])
-		if err != nil {
-			return nil, errorf(api.CodeBadRequest, "node_progress_gap", fmt.Sprintf("module %s: %v", m.name, err))
-		}
+		gaps := m.progress
 		g := group(gaps, ps.host)
 		if g == nil {
 			out = append(out, r)
@@ -141,7 +137,7 @@ func (b *Broker) progressOf(comps []store.Completion, results []store.CompleteRe
 		if !ok {
 			continue
 		}
-		if m := b.modules[li.moduleID]; m != nil && m.spec.Parameters["node_progress_gap"] != "" {
+		if m := b.modules[li.moduleID]; m != nil && m.progress != nil {
 			if out == nil {
 				out = map[int64]int64{}
 			}

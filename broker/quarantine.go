@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"time"
 
 	"go.uber.org/zap"
@@ -41,7 +40,7 @@ func (b *Broker) quarantineFor(ps *pilotState, comps []store.Completion, results
 			continue
 		}
 		minSecs := m.spec.TaskMinSeconds
-		perMinute, _ := strconv.Atoi(m.spec.Parameters["max_tasks_per_minute"])
+		perMinute := m.failsPerMinute
 		if minSecs <= 0 && perMinute <= 0 {
 			continue
 		}

@@ -83,7 +83,7 @@ func (b *Broker) gateVtasks(ctx context.Context, reqs []store.ModuleLease) ([]st
 	var gs []gated
 	b.mu.RLock()
 	for _, r := range reqs {
-		if m := b.modules[r.ModuleID]; m != nil && vtaskSize(m.spec) > 0 {
+		if m := b.modules[r.ModuleID]; m != nil && m.vtaskSize > 0 {
 			gs = append(gs, gated{m: m})
 		}
 	}

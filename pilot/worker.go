@@ -105,8 +105,9 @@ func (p *Pilot) worker(ctx context.Context, m *module, slot int) {
 		p.mu.Lock()
 		p.queued[m.id] -= len(batch)
 		p.free[m.id]--
+		batch = p.stillHeldLocked(batch)
 		p.mu.Unlock()
-		if batch = p.stillHeld(batch); len(batch) > 0 && ctx.Err() == nil && !p.stopping() && setup() {
+		if len(batch) > 0 && ctx.Err() == nil && !p.stopping() && setup() {
 			p.execute(ctx, sr, batch)
 		}
 		// else: not started; handed back when the pilot deregisters.
@@ -149,11 +150,10 @@ func (p *Pilot) newSlotRun(m *module, slot int, dir string, mode container.Mode)
 
 func (p *Pilot) stopping() bool { return p.draining.Load() }
 
-// stillHeld drops the tasks whose leases the pilot lost while they waited
-// in the queue (it was declared lost and registered again).
-func (p *Pilot) stillHeld(batch []*api.LeasedTask) []*api.LeasedTask {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+// stillHeldLocked drops the tasks whose leases the pilot lost while they
+// waited in the queue (it was declared lost and registered again). The
+// caller holds p.mu.
+func (p *Pilot) stillHeldLocked(batch []*api.LeasedTask) []*api.LeasedTask {
 	kept := batch[:0]
 	for _, t := range batch {
 		if p.held[t.TaskID] == t.Attempt {

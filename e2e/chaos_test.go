@@ -126,6 +126,22 @@ func (c *chaos) ok() int64 {
 	return n
 }
 
+// hasPilot reports whether the broker lists a pilot on host with status.
+func (c *chaos) hasPilot(host, status string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	ps, err := c.client.PilotList(ctx)
+	if err != nil {
+		return false
+	}
+	for _, p := range ps {
+		if p.Host == host && p.Status == status {
+			return true
+		}
+	}
+	return false
+}
+
 // stuck describes the tasks that are not OK, and the pilots' logs.
 func (c *chaos) stuck() string {
 	ctx := context.Background()
@@ -240,36 +256,12 @@ modules:
 	// requeues its tasks; woken up, its stale results are fenced.
 	stopped := c.pilots[1]
 	require.NoError(t, stopped.cmd.Process.Signal(syscall.SIGSTOP))
-	require.True(t, assertEventually(func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		ps, err := c.client.PilotList(ctx)
-		if err != nil {
-			return false
-		}
-		for _, p := range ps {
-			if p.Host == "pilot-2" && p.Status == "LOST" {
-				return true
-			}
-		}
-		return false
-	}, time.Minute, 50*time.Millisecond), "the stopped pilot was not declared lost")
+	require.True(t, assertEventually(func() bool { return c.hasPilot("pilot-2", "LOST") }, time.Minute, 50*time.Millisecond),
+		"the stopped pilot was not declared lost")
 	require.NoError(t, stopped.cmd.Process.Signal(syscall.SIGCONT))
 	// Woken, it finds itself lost, stops what it ran and registers again.
-	require.True(t, assertEventually(func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		ps, err := c.client.PilotList(ctx)
-		if err != nil {
-			return false
-		}
-		for _, p := range ps {
-			if p.Host == "pilot-2" && p.Status == "ACTIVE" {
-				return true
-			}
-		}
-		return false
-	}, time.Minute, 50*time.Millisecond), "the stopped pilot did not re-attach:\n%s", stopped.out.String())
+	require.True(t, assertEventually(func() bool { return c.hasPilot("pilot-2", "ACTIVE") }, time.Minute, 50*time.Millisecond),
+		"the stopped pilot did not re-attach:\n%s", stopped.out.String())
 	at(0.50)
 	dbRestarts := 0
 	if dsn != "" {

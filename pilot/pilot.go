@@ -48,6 +48,10 @@ type Config struct {
 	Keep     bool             // keep work dirs of failed attempts
 	MaxIdle  time.Duration    // exit after this long with nothing to do (0: never)
 	Grace    time.Duration    // on stop, how long running tasks may finish before they are killed and handed back (default 30 s)
+	// ReportFlush is how long a stopping pilot keeps trying to deliver
+	// results the broker could not take; then they stay in the node's spool
+	// for the next pilot there (default 30 s).
+	ReportFlush time.Duration
 	Deadline time.Time        // walltime end, if known: stop taking work Grace before it
 	JobID    string           // batch job id, if any
 	Runtime  executor.Runtime // of modules on the host (default executor.Host)
@@ -77,6 +81,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Grace <= 0 {
 		c.Grace = 30 * time.Second
+	}
+	if c.ReportFlush <= 0 {
+		c.ReportFlush = 30 * time.Second
 	}
 	if c.Scratch == "" {
 		c.Scratch = DefaultScratch()
@@ -138,6 +145,7 @@ type Pilot struct {
 	lastBusy time.Time
 
 	results  chan *api.Result
+	spool    *spool // results the broker could not take yet, on disk
 	proxy    *proxy
 	ctr      *containers // nil: every module runs on the host
 	boxSeq   atomic.Int64
@@ -241,6 +249,14 @@ func (p *Pilot) run(ctx context.Context) error {
 		return err
 	}
 	defer os.RemoveAll(p.dir)
+	if p.spool, err = openSpool(filepath.Join(p.cfg.Scratch, "scalebox", "spool"), p.cfg.Broker); err != nil {
+		return err
+	}
+	defer func() {
+		if left := p.spool.close(); left > 0 {
+			p.log.Warn("spooled results left for the next pilot on this node", zap.Int("batches", left), zap.String("dir", p.spool.dir))
+		}
+	}()
 	if err := p.makeRunDir(); err != nil {
 		return err
 	}
@@ -294,6 +310,8 @@ func (p *Pilot) run(ctx context.Context) error {
 
 	reportDone := make(chan struct{})
 	go func() { defer close(reportDone); p.reporter() }()
+	orphansDone := make(chan struct{})
+	go func() { defer close(orphansDone); p.deliverOrphans(workCtx) }()
 	hbCtx, stopHB := context.WithCancel(context.WithoutCancel(ctx))
 	hbDone := make(chan struct{})
 	go func() { defer close(hbDone); p.heartbeater(hbCtx, stopLeasing) }()
@@ -323,6 +341,8 @@ func (p *Pilot) run(ctx context.Context) error {
 	}
 	close(p.results)
 	<-reportDone
+	cancelWork()
+	<-orphansDone
 	stopHB()
 	<-hbDone
 	dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -729,64 +749,156 @@ func (p *Pilot) stopAll(cause error) {
 
 // reporter sends results in batches: whatever accumulated while the
 // previous batch was in flight goes in the next, so an idle pilot reports
-// at once and a busy one in large batches.
+// at once and a busy one in large batches. A batch the broker cannot take
+// goes to the spool on disk, and so does every later batch until the
+// spool is delivered, oldest first. Once the pilot stops (p.results is
+// closed), it keeps trying for cfg.ReportFlush, then leaves what is left on
+// disk for the next pilot on this node.
 func (p *Pilot) reporter() {
-	const maxBatch = 512
-	batch := make([]api.Result, 0, maxBatch)
-	for r := range p.results {
-		batch = append(batch[:0], *r)
-	more:
-		for len(batch) < maxBatch {
-			select {
-			case r, ok := <-p.results:
-				if !ok {
-					break more
-				}
-				batch = append(batch, *r)
-			default:
-				break more
-			}
+	var (
+		backlog  []*spoolBatch // not delivered yet, oldest first
+		retry    = time.NewTimer(time.Hour)
+		backoff  time.Duration
+		results  = p.results
+		deadline <-chan time.Time
+	)
+	retry.Stop()
+	defer retry.Stop()
+	keep := func(batch []api.Result) {
+		b, err := p.spool.put(p.id.Load(), batch)
+		if err != nil {
+			p.log.Error("results kept in memory only", zap.Error(err), zap.Int("results", len(batch)))
 		}
-		p.send(batch)
+		backlog = append(backlog, b)
+	}
+	for results != nil || len(backlog) > 0 {
+		if len(backlog) == 0 {
+			batch, ok := p.nextBatch(results)
+			if !ok {
+				return
+			}
+			if err := p.deliver(context.Background(), p.id.Load(), batch, false); err != nil && !errors.Is(err, errRefused) {
+				p.log.Warn("report failed; results spooled to disk until the broker takes them", zap.Error(err), zap.Int("results", len(batch)))
+				keep(batch)
+				backoff = 100 * time.Millisecond
+				retry.Reset(backoff)
+				continue
+			}
+			p.unholdResults(batch)
+			continue
+		}
+		select {
+		case r, ok := <-results:
+			if !ok {
+				results = nil
+				deadline = time.After(p.cfg.ReportFlush)
+				continue
+			}
+			batch, _ := p.nextBatch(results, r)
+			keep(batch)
+		case <-retry.C:
+			b := backlog[0]
+			if err := p.deliver(context.Background(), b.PilotID, b.Results, false); err != nil && !errors.Is(err, errRefused) {
+				backoff = min(backoff*2, 10*time.Second)
+				p.log.Warn("report failed; retrying", zap.Error(err), zap.Duration("in", backoff), zap.Int("spooled_batches", len(backlog)))
+				retry.Reset(backoff)
+				continue
+			}
+			p.spool.done(b)
+			p.unholdResults(b.Results)
+			backlog[0] = nil
+			backlog = backlog[1:]
+			retry.Reset(0)
+		case <-deadline:
+			n, lost := 0, 0
+			for _, b := range backlog {
+				if b.path == "" {
+					lost += len(b.Results)
+				}
+				n += len(b.Results)
+			}
+			p.log.Warn("broker unreachable at stop: results left in the node's spool for the next pilot here",
+				zap.Int("results", n), zap.String("dir", p.spool.dir))
+			if lost > 0 {
+				p.log.Error("results that could not be written to the spool are lost; their tasks will run again", zap.Int("results", lost))
+			}
+			return
+		}
 	}
 }
 
-// send delivers a batch, retrying until the broker takes it: results are
-// never dropped while the pilot lives.
-func (p *Pilot) send(batch []api.Result) {
-	defer func() {
-		tas := make([]api.TaskAttempt, len(batch))
-		for i, r := range batch {
-			tas[i] = api.TaskAttempt{TaskID: r.TaskID, Attempt: r.Attempt}
+// nextBatch gathers up to 512 results: first (if given), else one waited
+// for, then whatever is ready. ok is false when results is closed and
+// empty.
+func (p *Pilot) nextBatch(results <-chan *api.Result, first ...*api.Result) (batch []api.Result, ok bool) {
+	const maxBatch = 512
+	if len(first) == 0 {
+		r, ok := <-results
+		if !ok {
+			return nil, false
 		}
-		p.unhold(tas...)
-	}()
+		first = append(first, r)
+	}
+	batch = append(make([]api.Result, 0, 16), *first[0])
+	for len(batch) < maxBatch {
+		select {
+		case r, ok := <-results:
+			if !ok {
+				return batch, true
+			}
+			batch = append(batch, *r)
+		default:
+			return batch, true
+		}
+	}
+	return batch, true
+}
+
+// deliver sends a batch of results under pilotID (this pilot's, or a gone
+// pilot's for spooled results). With retry it retries until ctx ends. A
+// 4xx answer is errRefused: the results are logged and given up.
+func (p *Pilot) deliver(ctx context.Context, pilotID int64, batch []api.Result, retry bool) error {
 	backoff := 100 * time.Millisecond
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		res, err := p.client.Complete(ctx, p.id.Load(), &api.CompleteRequest{Results: batch})
+		rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		res, err := p.client.Complete(rctx, pilotID, &api.CompleteRequest{Results: batch})
 		cancel()
 		if err == nil {
-			for i, r := range res.Results {
+			for _, r := range res.Results {
 				if !r.Applied {
 					p.stats.Fenced.Add(1)
 					p.log.Warn("result fenced: the lease was no longer ours", zap.Int64("task", r.TaskID))
 				} else if r.Error != "" {
 					p.log.Warn("messages rejected", zap.Int64("task", r.TaskID), zap.String("error", r.Error))
 				}
-				_ = i
 			}
-			return
+			return nil
 		}
 		var ae *api.Error
 		if errors.As(err, &ae) && ae.Status >= 400 && ae.Status < 500 {
 			p.log.Error("broker refused results; dropping them", zap.Error(err), zap.Int("results", len(batch)))
-			return
+			return fmt.Errorf("%w: %w", errRefused, err)
+		}
+		if !retry {
+			return err
 		}
 		p.log.Warn("report failed; retrying", zap.Error(err), zap.Duration("in", backoff))
-		time.Sleep(backoff)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff):
+		}
 		backoff = min(backoff*2, 10*time.Second)
 	}
+}
+
+// unholdResults forgets the leases of reported results.
+func (p *Pilot) unholdResults(batch []api.Result) {
+	tas := make([]api.TaskAttempt, len(batch))
+	for i, r := range batch {
+		tas[i] = api.TaskAttempt{TaskID: r.TaskID, Attempt: r.Attempt}
+	}
+	p.unhold(tas...)
 }
 
 // unhold forgets leases: their results were reported, or they are lost.

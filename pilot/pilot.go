@@ -35,26 +35,26 @@ import (
 
 // Config describes a pilot.
 type Config struct {
-	Broker   string           // broker address
-	Token    string           // pilot token ("" when the broker runs without auth)
-	Site     string           // default "local"
-	Host     string           // default os.Hostname()
-	IP       string           // default: the address used to reach the broker
-	AppID    int64            // serve this app's modules
-	Slots    map[string]int   // module name → parallel slots (with AppID); empty: every module, Cores slots in all
-	Cores    int              // default: number of CPUs
-	Prefetch int              // tasks leased ahead per module beyond the free slots (default: the module's slots)
-	Scratch  string           // parent of the per-attempt work dirs
-	Keep     bool             // keep work dirs of failed attempts
-	MaxIdle  time.Duration    // exit after this long with nothing to do (0: never)
-	Grace    time.Duration    // on stop, how long running tasks may finish before they are killed and handed back (default 30 s)
+	Broker   string         // broker address
+	Token    string         // pilot token ("" when the broker runs without auth)
+	Site     string         // default "local"
+	Host     string         // default os.Hostname()
+	IP       string         // default: the address used to reach the broker
+	AppID    int64          // serve this app's modules
+	Slots    map[string]int // module name → parallel slots (with AppID); empty: every module, Cores slots in all
+	Cores    int            // default: number of CPUs
+	Prefetch int            // tasks leased ahead per module beyond the free slots (default: the module's slots)
+	Scratch  string         // parent of the per-attempt work dirs
+	Keep     bool           // keep work dirs of failed attempts
+	MaxIdle  time.Duration  // exit after this long with nothing to do (0: never)
+	Grace    time.Duration  // on stop, how long running tasks may finish before they are killed and handed back (default 30 s)
 	// ReportFlush is how long a stopping pilot keeps trying to deliver
 	// results the broker could not take; then they stay in the node's spool
 	// for the next pilot there (default 30 s).
 	ReportFlush time.Duration
-	Deadline time.Time        // walltime end, if known: stop taking work Grace before it
-	JobID    string           // batch job id, if any
-	Runtime  executor.Runtime // of modules on the host (default executor.Host)
+	Deadline    time.Time        // walltime end, if known: stop taking work Grace before it
+	JobID       string           // batch job id, if any
+	Runtime     executor.Runtime // of modules on the host (default executor.Host)
 	// Container says how modules with a base_image run (default: on the host).
 	Container ContainerConfig
 	Log       *zap.Logger

@@ -17,18 +17,19 @@ import (
 
 // PilotRunCmd runs a pilot: the agent that leases and runs tasks.
 type PilotRunCmd struct {
-	AppID      int64         `name:"app-id" env:"SCALEBOX_APP_ID" required:"" help:"App whose modules this pilot serves."`
-	Slots      []string      `help:"Slots per module, e.g. calc:4,router:1 (default: 1 for every module)." sep:","`
-	Site       string        `env:"SCALEBOX_SITE" help:"Site this pilot belongs to (default local). Given, and without --slots, the pilot serves only the modules of this site and those naming none."`
-	Host       string        `env:"SCALEBOX_HOST" help:"Host name reported to the broker (default: the machine's)."`
-	Scratch    string        `env:"SCALEBOX_SCRATCH" help:"Parent of per-attempt work dirs (default: $SLURM_TMPDIR, $TMPDIR, /tmp)." type:"path"`
-	KeepFailed bool          `name:"keep-failed" help:"Keep the work dirs of failed attempts."`
-	MaxIdle    time.Duration `name:"max-idle" default:"0s" help:"Exit after this long with nothing to do (0: never)."`
-	Grace      time.Duration `default:"30s" help:"On SIGTERM/SIGINT, how long running tasks may finish before they are stopped and handed back."`
-	Prefetch   int           `help:"Tasks leased ahead per module beyond the free slots (default: the module's slots)."`
-	Walltime   time.Duration `help:"Time this pilot may run (default: the Slurm/PBS job's own end, when inside one). It leases only tasks that can finish before it and drains --grace before it."`
-	JobID      string        `name:"job-id" help:"Batch job id to report (default: detected from SLURM_*/PBS_*)."`
-	LogLevel   string        `default:"info" help:"debug, info, warn or error."`
+	AppID       int64         `name:"app-id" env:"SCALEBOX_APP_ID" required:"" help:"App whose modules this pilot serves."`
+	Slots       []string      `help:"Slots per module, e.g. calc:4,router:1 (default: 1 for every module)." sep:","`
+	Site        string        `env:"SCALEBOX_SITE" help:"Site this pilot belongs to (default local). Given, and without --slots, the pilot serves only the modules of this site and those naming none."`
+	Host        string        `env:"SCALEBOX_HOST" help:"Host name reported to the broker (default: the machine's)."`
+	Scratch     string        `env:"SCALEBOX_SCRATCH" help:"Parent of per-attempt work dirs (default: $SLURM_TMPDIR, $TMPDIR, /tmp)." type:"path"`
+	KeepFailed  bool          `name:"keep-failed" help:"Keep the work dirs of failed attempts."`
+	MaxIdle     time.Duration `name:"max-idle" default:"0s" help:"Exit after this long with nothing to do (0: never)."`
+	Grace       time.Duration `default:"30s" help:"On SIGTERM/SIGINT, how long running tasks may finish before they are stopped and handed back."`
+	ReportFlush time.Duration `default:"30s" help:"On stop, how long to keep trying to deliver results the broker could not take; the rest stay in the node's spool (<scratch>/scalebox/spool) for the next pilot there."`
+	Prefetch    int           `help:"Tasks leased ahead per module beyond the free slots (default: the module's slots)."`
+	Walltime    time.Duration `help:"Time this pilot may run (default: the Slurm/PBS job's own end, when inside one). It leases only tasks that can finish before it and drains --grace before it."`
+	JobID       string        `name:"job-id" help:"Batch job id to report (default: detected from SLURM_*/PBS_*)."`
+	LogLevel    string        `default:"info" help:"debug, info, warn or error."`
 
 	ContainerFlags `embed:""`
 }
@@ -99,7 +100,7 @@ func (c *PilotRunCmd) Run(e *Env, g *Globals) error {
 	defer func() { _ = log.Sync() }()
 	cfg := pilot.Config{
 		Broker: g.Broker, Token: e.Client.Token(), Site: c.Site, Host: c.Host, AppID: c.AppID, Slots: slots,
-		Scratch: c.Scratch, Keep: c.KeepFailed, MaxIdle: c.MaxIdle, Grace: c.Grace, Prefetch: c.Prefetch,
+		Scratch: c.Scratch, Keep: c.KeepFailed, MaxIdle: c.MaxIdle, Grace: c.Grace, ReportFlush: c.ReportFlush, Prefetch: c.Prefetch,
 		Container: ctr, Log: log.Named("pilot"),
 	}
 	if c.Walltime > 0 {

@@ -18,7 +18,9 @@ const (
 	StatusReady   = -1
 	StatusQueued  = -2
 	StatusRunning = -3
-	StatusOK      = 0
+	// StatusRetryWait: failed, waiting out the module's retry_backoff.
+	StatusRetryWait = -4
+	StatusOK        = 0
 )
 
 // StatusName renders a task status code for people.
@@ -32,6 +34,8 @@ func StatusName(code int) string {
 		return "QUEUED"
 	case code == StatusRunning:
 		return "RUNNING"
+	case code == StatusRetryWait:
+		return "RETRY_WAIT"
 	case code == StatusOK:
 		return "OK"
 	case code > 0:

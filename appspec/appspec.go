@@ -77,6 +77,7 @@ type Module struct {
 
 	TaskDistMode           string     `json:"task_dist_mode"` // DEFAULT, HOST-BOUND, SLOT-BOUND, GROUP-BOUND
 	RetryRules             RetryRules `json:"retry_rules"`
+	RetryBackoff           Backoff    `json:"retry_backoff"`
 	TaskMaxSeconds         int        `json:"task_max_seconds,omitempty"` // 0 = no limit
 	TaskMinSeconds         int        `json:"task_min_seconds,omitempty"`
 	TaskBatchSize          int        `json:"task_batch_size"`

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -247,6 +248,21 @@ func (b *builder) module(app *App, name string, mn *node) *Module {
 			b.fail(rr, "%v", err)
 		}
 		m.RetryRules = rules
+	}
+	for _, d := range []struct {
+		key string
+		dst *time.Duration
+	}{{"retry_backoff", &m.RetryBackoff.Base}, {"retry_backoff_max", &m.RetryBackoff.Max}} {
+		if c := params.child(d.key); !c.unset() && !b.failed(c) {
+			v, err := ParseDuration(c.rawString())
+			if err != nil {
+				b.fail(c, "%v", err)
+			}
+			*d.dst = v
+		}
+	}
+	if bo := m.RetryBackoff; bo.Max > 0 && bo.Max < bo.Base {
+		b.fail(params.child("retry_backoff_max"), "%v is less than retry_backoff %v", bo.Max, bo.Base)
 	}
 	if c := params.child("key_group_regex"); !c.unset() && !b.failed(c) {
 		if _, err := regexp.Compile(m.KeyGroupRegex); err != nil {

@@ -3,6 +3,7 @@ package appspec
 import (
 	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -130,4 +131,25 @@ func TestRetryRulesStringAndJSON(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(`["1"]`), &dec))
 	require.Equal(t, RetryRules{Exact: map[int]int{1: 1}}, dec)
 	require.Error(t, json.Unmarshal([]byte(`true`), &dec))
+}
+
+func TestBackoffDelay(t *testing.T) {
+	b := Backoff{Base: 10 * time.Second, Max: time.Minute}
+	var got []time.Duration
+	for n := 0; n <= 5; n++ {
+		got = append(got, b.Delay(n))
+	}
+	require.Equal(t, []time.Duration{0, 10 * time.Second, 20 * time.Second, 40 * time.Second, time.Minute, time.Minute}, got)
+	require.Equal(t, DefaultBackoffMax, Backoff{Base: time.Second}.Delay(1000), "doubling stops at the default cap")
+	require.Zero(t, Backoff{}.Delay(3))
+
+	for in, want := range map[string]time.Duration{"30s": 30 * time.Second, "45": 45 * time.Second, "0.5": 500 * time.Millisecond, " 1h30m ": 90 * time.Minute} {
+		d, err := ParseDuration(in)
+		require.NoError(t, err, in)
+		require.Equal(t, want, d, in)
+	}
+	for _, in := range []string{"", "-1", "-5s", "8d", "NaN", "1e300", "700000"} {
+		_, err := ParseDuration(in)
+		require.Error(t, err, in)
+	}
 }

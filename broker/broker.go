@@ -84,6 +84,8 @@ type Broker struct {
 	waiters *waiters
 	metrics *metrics
 
+	retryDue chan time.Time // due times of retries in backoff, for maintain
+
 	stop chan struct{}
 	done chan struct{}
 	once sync.Once
@@ -124,6 +126,8 @@ func New(st store.Store, cfg Config, log *zap.Logger) *Broker {
 		metrics: newMetrics(),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
+
+		retryDue: make(chan time.Time, 1024),
 	}
 }
 
@@ -177,12 +181,26 @@ func (b *Broker) maintain() {
 	defer close(b.done)
 	t := time.NewTicker(b.cfg.ExpiryInterval)
 	defer t.Stop()
+	var due dueTimes
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
 	for {
 		select {
 		case <-b.stop:
 			return
+		case at := <-b.retryDue:
+			due.add(at)
+			due.arm(retry, time.Now())
+		case <-retry.C:
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			b.logPromoteErr(b.promoteRetries(ctx))
+			cancel()
+			due.popDue(time.Now())
+			due.arm(retry, time.Now())
 		case <-t.C:
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			b.logPromoteErr(b.promoteRetries(ctx))
 			if err := b.Sweep(ctx); err != nil {
 				b.log.Warn("sweep expired leases", zap.Error(err))
 			}
@@ -245,28 +263,8 @@ func (b *Broker) Sweep(ctx context.Context) error {
 	return nil
 }
 
-// policy is the retry policy of this broker's apps: module errors spend the
-// module's retry_rules, infrastructure failures a separate budget.
-func (b *Broker) policy() store.RetryPolicy {
-	return store.RetryFunc(func(moduleID int64, code int, kind string, appFailures, infraFailures int) int {
-		if kind == store.KindInfra {
-			if infraFailures < b.cfg.InfraRetries {
-				return store.StatusReady
-			}
-			return store.StatusSysLost
-		}
-		if code == store.StatusOK {
-			return code
-		}
-		b.mu.RLock()
-		m := b.modules[moduleID]
-		b.mu.RUnlock()
-		if m != nil && appFailures < m.spec.RetryRules.MaxRetries(code) {
-			return store.StatusReady
-		}
-		return code
-	})
-}
+// policy is the retry policy of this broker's apps (broker/retry.go).
+func (b *Broker) policy() store.RetryPolicy { return retryPolicy{b} }
 
 // errorf builds an API error.
 func errorf(code, field, msg string) *api.Error {

@@ -373,6 +373,9 @@ func (b *Broker) Complete(ctx context.Context, p Principal, pilotID int64, r *ap
 			continue
 		}
 		applied++
+		if res.Status == store.StatusRetryWait {
+			b.retryAt(res.RetryAt)
+		}
 		li, ok := b.leases[comps[i].TaskID]
 		delete(b.leases, comps[i].TaskID)
 		if ok && (res.Status == store.StatusReady || b.modules[li.moduleID] != nil && b.modules[li.moduleID].maxInflight > 0) {

@@ -143,6 +143,37 @@ modules:
 	}
 }
 
+// retry_backoff (HPC addition): a failed task waits before each retry,
+// twice as long each time up to retry_backoff_max, in RETRY_WAIT; the
+// attempts still spend retry_rules as without a backoff.
+func TestFeatureRetryBackoff(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a := e.createApp(t, `
+name: retry-backoff
+modules:
+  flaky:
+    command: /bin/false
+    parameters:
+      start_task: "x"
+      retry_rules: "['1:2']"
+      retry_backoff: 0.4s
+      retry_backoff_max: 0.6
+`)
+	stats := e.runPilot(t, a.ID, nil)
+	require.EqualValues(t, 3, stats.Failed.Load())
+	tasks := e.tasks(t, a.ID, "flaky")
+	require.Len(t, tasks, 1)
+	require.Equal(t, 1, tasks[0].Status)
+	as := e.attempts(t, tasks[0].ID)
+	require.Len(t, as, 3)
+	for i, wait := range []time.Duration{400 * time.Millisecond, 600 * time.Millisecond} {
+		gap := as[i+1].ProgramStart.Sub(*as[i].ProgramEnd)
+		require.GreaterOrEqual(t, gap, wait, "retry %d waited its backoff", i+1)
+		require.Equal(t, "app", as[i].Kind)
+	}
+}
+
 // features/timeout-gen: a program that outlives task_max_seconds is
 // killed (its process group) and the attempt ends with 124, about
 // task_max_seconds after it started. 124 is retried only if the

@@ -82,7 +82,7 @@ func (e *env) runPilot(t *testing.T, appID int64, slots map[string]int) *pilot.S
 			return false
 		}
 		for _, m := range a.Modules {
-			if m.Counts["READY"]+m.Counts["QUEUED"]+m.Counts["RUNNING"] > 0 {
+			if m.Counts["READY"]+m.Counts["QUEUED"]+m.Counts["RUNNING"]+m.Counts["RETRY_WAIT"] > 0 {
 				return false
 			}
 		}

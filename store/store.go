@@ -41,7 +41,10 @@ const (
 	StatusReady   = -1 // waiting for a pilot
 	StatusQueued  = -2 // leased to a pilot, not yet started
 	StatusRunning = -3 // the pilot reported it running
-	StatusOK      = 0  // success; > 0 is the module's error code
+	// StatusRetryWait: failed, waiting out its retry backoff; READY again
+	// once TaskPromoteRetries finds it due.
+	StatusRetryWait = -4
+	StatusOK        = 0 // success; > 0 is the module's error code
 
 	// System error codes (Scalebox's -100 range) for tasks whose
 	// infrastructure retry budget ran out.
@@ -166,6 +169,10 @@ type Tasks interface {
 	// READY and an attempt row of kind "released" is recorded. With
 	// All set, every lease of the pilot is released. Returns the number released.
 	TaskRelease(ctx context.Context, p TaskReleaseParams) (int, error)
+	// TaskPromoteRetries makes the RETRY_WAIT tasks that are due at now
+	// READY and returns the modules of those it promoted (a module once per
+	// promoted task).
+	TaskPromoteRetries(ctx context.Context, now time.Time) ([]int64, error)
 	// TaskExpireLeases finds leases that expired before p.Now, records an
 	// "infra" attempt row for each, and moves each task to the status the
 	// policy returns (READY to retry, or a final code). Returns those tasks.
@@ -266,6 +273,22 @@ type RetryFunc func(moduleID int64, code int, kind string, appFailures, infraFai
 // Next implements RetryPolicy.
 func (f RetryFunc) Next(moduleID int64, code int, kind string, appFailures, infraFailures int) int {
 	return f(moduleID, code, kind, appFailures, infraFailures)
+}
+
+// RetryDelayer is implemented by a RetryPolicy whose retries may wait: when
+// Next retries an app failure, RetryDelay (given the task's app failures,
+// this one included) says how long the task stays in StatusRetryWait before
+// it is READY again; 0 retries at once.
+type RetryDelayer interface {
+	RetryDelay(moduleID int64, appFailures int) time.Duration
+}
+
+// RetryDelay is p's delay for a retry, 0 when p has none.
+func RetryDelay(p RetryPolicy, moduleID int64, appFailures int) time.Duration {
+	if d, ok := p.(RetryDelayer); ok {
+		return max(d.RetryDelay(moduleID, appFailures), 0)
+	}
+	return 0
 }
 
 // NoRetry is a policy that never retries: the attempt's code is final.
@@ -450,10 +473,11 @@ type TaskCompleteParams struct {
 // CompleteResult reports what happened to one completion. A completion for
 // a task that does not exist is neither applied nor recorded.
 type CompleteResult struct {
-	Applied    bool // false: fenced (recorded only)
-	Status     int  // the task's status afterwards
-	Emitted    int  // messages inserted
-	Duplicates int  // messages that already existed
+	Applied    bool      // false: fenced (recorded only)
+	Status     int       // the task's status afterwards
+	Emitted    int       // messages inserted
+	Duplicates int       // messages that already existed
+	RetryAt    time.Time // StatusRetryWait: when the task is READY again
 }
 
 // TaskReleaseParams hands leases back.

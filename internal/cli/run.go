@@ -152,7 +152,7 @@ func waitForApp(ctx context.Context, client *api.Client, appID int64, pilotDone 
 		}
 		active := int64(0)
 		for _, m := range a.Modules {
-			active += m.Counts["READY"] + m.Counts["QUEUED"] + m.Counts["RUNNING"]
+			active += m.Counts["READY"] + m.Counts["QUEUED"] + m.Counts["RUNNING"] + m.Counts["RETRY_WAIT"]
 		}
 		if active == 0 {
 			return a, nil

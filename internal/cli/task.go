@@ -168,7 +168,7 @@ type TaskListCmd struct {
 	All    bool   `help:"Follow the cursor to the end."`
 }
 
-var statusByName = map[string]int{"INITIAL": api.StatusInitial, "READY": api.StatusReady, "QUEUED": api.StatusQueued, "RUNNING": api.StatusRunning, "OK": api.StatusOK}
+var statusByName = map[string]int{"INITIAL": api.StatusInitial, "READY": api.StatusReady, "QUEUED": api.StatusQueued, "RUNNING": api.StatusRunning, "RETRY_WAIT": api.StatusRetryWait, "OK": api.StatusOK}
 
 // Run lists tasks.
 func (c *TaskListCmd) Run(e *Env) error {

@@ -23,6 +23,7 @@ type lockedTask struct {
 	appF, infraF    int
 	pilot           int64
 	created, leased pgtype.Timestamptz
+	retryAt         pgtype.Timestamptz // StatusRetryWait: when it is READY again
 }
 
 // TaskComplete applies results in one transaction: every completion whose
@@ -152,12 +153,18 @@ func completeSet(ctx context.Context, tx pgx.Tx, cs []store.Completion, res []st
 		case c.Code != store.StatusOK:
 			task.appF++
 		}
+		task.retryAt = pgtype.Timestamptz{}
+		if next == store.StatusReady && kind == store.KindApp && c.Code != store.StatusOK {
+			if d := store.RetryDelay(policy, task.moduleID, task.appF); d > 0 {
+				next, task.retryAt = store.StatusRetryWait, nt(t.Add(d))
+			}
+		}
 		task.status, task.pilot = next, 0
 		applied = append(applied, task)
 		if err := att.add(&rec); err != nil {
 			return fmt.Errorf("completion %d: %w", i, err)
 		}
-		res[i] = store.CompleteResult{Applied: true, Status: next}
+		res[i] = store.CompleteResult{Applied: true, Status: next, RetryAt: tv(task.retryAt)}
 		for _, m := range c.Messages {
 			msgs = append(msgs, newTask{appID: task.appID, TaskInput: m})
 			msgOwner = append(msgOwner, i)
@@ -169,14 +176,16 @@ func completeSet(ctx context.Context, tx pgx.Tx, cs []store.Completion, res []st
 	if len(applied) > 0 {
 		upIDs := make([]int64, len(applied))
 		upStatus, upAppF, upInfraF := make([]int32, len(applied)), make([]int32, len(applied)), make([]int32, len(applied))
+		upRetry := make([]pgtype.Timestamptz, len(applied))
 		for k, task := range applied {
 			upIDs[k], upStatus[k], upAppF[k], upInfraF[k] = task.id, int32(task.status), int32(task.appF), int32(task.infraF)
+			upRetry[k] = task.retryAt
 		}
 		b.Queue(`
 			UPDATE tasks t SET status = u.status, app_failures = u.app_f, infra_failures = u.infra_f,
-				pilot_id = NULL, lease_expires = NULL, updated_at = $1
-			FROM unnest($2::bigint[], $3::int[], $4::int[], $5::int[]) AS u(id, status, app_f, infra_f)
-			WHERE t.id = u.id`, t, upIDs, upStatus, upAppF, upInfraF)
+				retry_at = u.retry_at, pilot_id = NULL, lease_expires = NULL, updated_at = $1
+			FROM unnest($2::bigint[], $3::int[], $4::int[], $5::int[], $6::timestamptz[]) AS u(id, status, app_f, infra_f, retry_at)
+			WHERE t.id = u.id`, t, upIDs, upStatus, upAppF, upInfraF, upRetry)
 	}
 	att.queue(b)
 	if b.Len() > 0 {

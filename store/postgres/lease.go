@@ -315,7 +315,7 @@ func (s *Store) TaskExpireLeases(ctx context.Context, p store.TaskExpireParams) 
 // normalizeNext maps a policy's answer to a status a finished attempt can
 // leave: READY, INITIAL or a final code. Leased statuses become READY.
 func normalizeNext(next int) int {
-	if next == store.StatusQueued || next == store.StatusRunning {
+	if next == store.StatusQueued || next == store.StatusRunning || next == store.StatusRetryWait {
 		return store.StatusReady
 	}
 	if checkInt32("status", next) != nil {

@@ -3,6 +3,9 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/scalebox-hpc/scalebox/store"
 )
@@ -29,4 +32,19 @@ func (s *Store) TaskActivate(ctx context.Context, p store.TaskActivateParams) (i
 		return 0, dbErr(fmt.Sprintf("activate tasks of app %d", p.AppID), err)
 	}
 	return int(tag.RowsAffected()), nil
+}
+
+// TaskPromoteRetries implements store.Store.
+func (s *Store) TaskPromoteRetries(ctx context.Context, at time.Time) ([]int64, error) {
+	rows, err := s.pool.Query(ctx, `
+		UPDATE tasks SET status = -1, retry_at = NULL, updated_at = $1
+		WHERE status = -4 AND retry_at <= $1 RETURNING module_id`, now(at))
+	if err != nil {
+		return nil, dbErr("promote due retries", err)
+	}
+	mods, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, dbErr("promote due retries", err)
+	}
+	return mods, nil
 }

@@ -27,14 +27,14 @@ t.infra_failures, t.created_at, t.leased_at FROM tasks AS t WHERE t.id IN (VALUE
 }
 
 // applyCompletions sets status and counters of completed tasks and ends their
-// leases: rows of (id, status, app_failures, infra_failures), then now.
+// leases: rows of (id, status, app_failures, infra_failures, retry_at), then now.
 var applyCompletions = multiRow{
-	cols:    4,
+	cols:    5,
 	nSuffix: 1,
 	sql: func(rows int) string {
-		return rowsSQL(`WITH v (id, status, app_failures, infra_failures) AS (VALUES `, rows, 4,
+		return rowsSQL(`WITH v (id, status, app_failures, infra_failures, retry_at) AS (VALUES `, rows, 5,
 			`) UPDATE tasks SET status = v.status, app_failures = v.app_failures, infra_failures = v.infra_failures,
-pilot_id = 0, lease_expires = 0, updated_at = ? FROM v WHERE tasks.id = v.id`)
+retry_at = v.retry_at, pilot_id = 0, lease_expires = 0, updated_at = ? FROM v WHERE tasks.id = v.id`)
 	},
 }
 
@@ -42,6 +42,7 @@ type taskUpdate struct {
 	id                 int64
 	status             int
 	appFail, infraFail int
+	retryAt            int64 // StatusRetryWait: when it is READY again
 }
 
 // TaskComplete implements store.Tasks.
@@ -150,12 +151,21 @@ func (s *Store) completeBatch(ctx context.Context, tx *wtx, cs []store.Completio
 		case kind == store.KindApp && c.Code != store.StatusOK:
 			st.appFail++
 		}
+		var retryAt int64
+		if next == store.StatusReady && kind == store.KindApp && c.Code != store.StatusOK {
+			if d := store.RetryDelay(policy, st.moduleID, st.appFail); d > 0 {
+				next, retryAt = store.StatusRetryWait, now+d.Microseconds()
+			}
+		}
 		st.status, st.pilot = next, 0 // a repeat in this call is now stale
-		updates = append(updates, taskUpdate{id: c.TaskID, status: next, appFail: st.appFail, infraFail: st.infraFail})
+		updates = append(updates, taskUpdate{id: c.TaskID, status: next, appFail: st.appFail, infraFail: st.infraFail, retryAt: retryAt})
 		rec.Kind = kind
 		rec.LeasedAt = fromMicros(st.leased)
 		attempts = append(attempts, &rec)
 		res[i] = store.CompleteResult{Applied: true, Status: next}
+		if retryAt != 0 {
+			res[i].RetryAt = fromMicros(retryAt)
+		}
 		for j := range c.Messages {
 			msgs = append(msgs, addItem{appID: st.appID, in: &c.Messages[j]})
 			msgOwner = append(msgOwner, i)
@@ -165,7 +175,7 @@ func (s *Store) completeBatch(ctx context.Context, tx *wtx, cs []store.Completio
 	if len(updates) > 0 {
 		err := s.run(ctx, tx, applyCompletions, len(updates), []any{now}, func(dst []any, i int) []any {
 			u := updates[i]
-			return append(dst, u.id, u.status, u.appFail, u.infraFail)
+			return append(dst, u.id, u.status, u.appFail, u.infraFail, u.retryAt)
 		}, nil)
 		if err != nil {
 			return fmt.Errorf("update tasks: %w", err)

@@ -286,7 +286,7 @@ pilot_id = 0, lease_expires = 0, updated_at = ?2 WHERE id = ?3 RETURNING `+taskC
 // nextStatus keeps a policy's answer within the lifecycle: a task that
 // leaves its lease is waiting (READY, INITIAL) or final, never leased.
 func nextStatus(st int) int {
-	if st == store.StatusQueued || st == store.StatusRunning {
+	if st == store.StatusQueued || st == store.StatusRunning || st == store.StatusRetryWait {
 		return store.StatusReady
 	}
 	return st

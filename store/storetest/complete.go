@@ -13,6 +13,7 @@ var taskCompleteTests = []namedTest{
 	{"AppliedRecord", testCompleteAppliedRecord},
 	{"ErrorNoRetry", testCompleteErrorNoRetry},
 	{"RetryPolicy", testCompleteRetryPolicy},
+	{"RetryBackoff", testCompleteRetryBackoff},
 	{"InfraKind", testCompleteInfraKind},
 	{"Fenced", testCompleteFenced},
 	{"FencedAfterReLease", testCompleteFencedAfterReLease},
@@ -220,6 +221,63 @@ func testCompleteRetryPolicy(t *testing.T, s store.Store) {
 	require.Equal(t, store.CompleteResult{Applied: true, Status: store.StatusOK}, r)
 	require.Equal(t, policyCall{mod, 0, store.KindApp, 0, 0}, policy.calls[2])
 	require.Zero(t, f.get(t, ids2[0]).AppFailures)
+}
+
+// delayedPolicy retries app failures up to n times, each after a delay of
+// appFailures seconds; infrastructure failures retry at once.
+type delayedPolicy struct{ *recordingPolicy }
+
+func (delayedPolicy) RetryDelay(_ int64, appFailures int) time.Duration {
+	return time.Duration(appFailures) * time.Second
+}
+
+func testCompleteRetryBackoff(t *testing.T, s store.Store) {
+	f := newFixture(t, s)
+	ids := f.add(t, "a", "t1", "t2")
+	policy := delayedPolicy{retryUpTo(2)}
+	f.lease(t, f.pilot, "a", 2, T0)
+	r := f.complete(t, store.Completion{TaskID: ids[0], Attempt: 1, PilotID: f.pilot, Code: 1, Kind: store.KindApp}, policy, T0)
+	require.True(t, r.Applied)
+	require.Equal(t, store.StatusRetryWait, r.Status)
+	requireTime(t, at(time.Second), r.RetryAt, "RetryAt")
+	// An infrastructure failure is retried at once, whatever the backoff.
+	r = f.complete(t, store.Completion{TaskID: ids[1], Attempt: 1, PilotID: f.pilot, Code: -1, Kind: store.KindInfra}, policy, T0)
+	require.Equal(t, store.CompleteResult{Applied: true, Status: store.StatusReady}, r)
+	task := f.get(t, ids[0])
+	require.Equal(t, store.StatusRetryWait, task.Status)
+	require.Equal(t, 1, task.AppFailures)
+
+	// Not leasable, not promoted before it is due.
+	require.Equal(t, ids[1:], leaseIDs(f.lease(t, f.pilot, "a", 2, T0)))
+	mods, err := s.TaskPromoteRetries(t.Context(), at(999*time.Millisecond))
+	require.NoError(t, err)
+	require.Empty(t, mods)
+	require.Empty(t, f.lease(t, f.pilot, "a", 2, at(999*time.Millisecond)))
+
+	// Due: READY again, once.
+	mods, err = s.TaskPromoteRetries(t.Context(), at(time.Second))
+	require.NoError(t, err)
+	require.Equal(t, []int64{f.mod["a"]}, mods)
+	mods, err = s.TaskPromoteRetries(t.Context(), at(time.Second))
+	require.NoError(t, err)
+	require.Empty(t, mods)
+	ls := f.lease(t, f.pilot, "a", 2, at(time.Second))
+	require.Equal(t, ids[:1], leaseIDs(ls))
+	require.Equal(t, 2, ls[0].Attempt)
+
+	// The second retry waits twice as long; the last failure is final.
+	r = f.complete(t, store.Completion{TaskID: ids[0], Attempt: 2, PilotID: f.pilot, Code: 1, Kind: store.KindApp}, policy, at(time.Second))
+	require.Equal(t, store.StatusRetryWait, r.Status)
+	requireTime(t, at(3*time.Second), r.RetryAt, "second RetryAt")
+	mods, err = s.TaskPromoteRetries(t.Context(), at(2999*time.Millisecond))
+	require.NoError(t, err)
+	require.Empty(t, mods)
+	mods, err = s.TaskPromoteRetries(t.Context(), at(3*time.Second))
+	require.NoError(t, err)
+	require.Len(t, mods, 1)
+	f.lease(t, f.pilot, "a", 1, at(3*time.Second))
+	r = f.complete(t, store.Completion{TaskID: ids[0], Attempt: 3, PilotID: f.pilot, Code: 1, Kind: store.KindApp}, policy, at(3*time.Second))
+	require.Equal(t, store.CompleteResult{Applied: true, Status: 1}, r)
 }
 
 func testCompleteInfraKind(t *testing.T, s store.Store) {

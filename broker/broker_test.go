@@ -3,6 +3,7 @@ package broker_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -540,6 +541,14 @@ modules:
 	require.Equal(t, "QUARANTINED", hb.Status)
 	require.NoError(t, tb.client.Deregister(tb.ctx, bad))
 	require.Equal(t, "QUARANTINED", status(bad), "the verdict outlives the pilot")
+
+	// Lifted by hand once the node is repaired; only a quarantine can be.
+	var released api.Pilot
+	require.NoError(t, tb.client.Do(tb.ctx, "POST", fmt.Sprintf("/pilots/%d/release", bad), nil, &released))
+	require.Equal(t, "DRAINING", released.Status, "heard from within a TTL: it goes on draining")
+	require.Equal(t, "DRAINING", status(bad))
+	err = tb.client.Do(tb.ctx, "POST", fmt.Sprintf("/pilots/%d/release", bad), nil, nil)
+	require.True(t, api.IsCode(err, api.CodeConflict), "%v", err)
 
 	// Fast failures elsewhere are the module's, not a black hole's, as long
 	// as they are not all in a row on one pilot.

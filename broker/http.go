@@ -75,6 +75,7 @@ func (b *Broker) Handler() http.Handler {
 		r.Post("/pilots/{pilot}/heartbeat", b.wrap(pilot, b.hHeartbeat))
 		r.Post("/pilots/{pilot}/complete", b.wrap(pilot, b.hComplete))
 		r.Post("/pilots/{pilot}/drain", b.wrap(user, b.hDrain))
+		r.Post("/pilots/{pilot}/release", b.wrap(user, b.hPilotRelease))
 		r.Delete("/pilots/{pilot}", b.wrap(pilot, b.hDeregister))
 		r.Post("/pilots/{pilot}/cancel", b.wrap(user, b.hPilotCancel))
 		r.Get("/pilot-jobs", b.wrap(user, b.hPilotJobList))
@@ -486,6 +487,14 @@ func (b *Broker) hDrain(r *http.Request, p Principal) (any, error) {
 		return nil, err
 	}
 	return nil, b.DrainPilot(r.Context(), p, id)
+}
+
+func (b *Broker) hPilotRelease(r *http.Request, p Principal) (any, error) {
+	id, err := pathID(r, "pilot")
+	if err != nil {
+		return nil, err
+	}
+	return b.ReleasePilot(r.Context(), p, id)
 }
 
 func (b *Broker) hDeregister(r *http.Request, p Principal) (any, error) {

@@ -7,6 +7,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/scalebox-hpc/scalebox/api"
 	"github.com/scalebox-hpc/scalebox/store"
 )
 
@@ -97,4 +98,36 @@ func (b *Broker) quarantine(ctx context.Context, ps *pilotState, why string) {
 	ps.status = store.PilotQuarantined
 	b.mu.Unlock()
 	b.log.Warn("pilot quarantined: its tasks fail fast", zap.Int64("pilot", ps.id), zap.String("site", ps.site), zap.String("why", why))
+}
+
+// ReleasePilot lifts a pilot's quarantine, once its node is repaired: a
+// pilot still heard from within a lease TTL goes on draining (it stopped
+// leasing when it was quarantined), a silent one is GONE. Either way its
+// host is no longer left out of the site's later pilot jobs.
+func (b *Broker) ReleasePilot(ctx context.Context, p Principal, pilotID int64) (*api.Pilot, error) {
+	ps, err := b.pilot(ctx, p, pilotID)
+	if err != nil {
+		return nil, err
+	}
+	sp, err := b.store.PilotGet(ctx, pilotID)
+	if err != nil {
+		return nil, storeErr(err, fmt.Sprintf("pilot %d", pilotID))
+	}
+	if sp.Status != store.PilotQuarantined {
+		return nil, errorf(api.CodeConflict, "", fmt.Sprintf("pilot %d is %s, not QUARANTINED", pilotID, sp.Status))
+	}
+	status := store.PilotGone
+	if b.now().Sub(sp.LastSeen) < b.cfg.LeaseTTL {
+		status = store.PilotDraining
+	}
+	if err := b.store.PilotSetStatus(ctx, pilotID, status); err != nil {
+		return nil, storeErr(err, fmt.Sprintf("pilot %d", pilotID))
+	}
+	b.mu.Lock()
+	ps.status, ps.fails = status, nil
+	b.mu.Unlock()
+	b.log.Info("pilot released from quarantine", zap.Int64("pilot", pilotID), zap.String("host", sp.Host), zap.String("status", status))
+	sp.Status = status
+	v := pilotView(sp)
+	return &v, nil
 }

@@ -270,12 +270,13 @@ func (c *VarListCmd) Run(e *Env) error {
 
 // PilotCmd groups pilot commands.
 type PilotCmd struct {
-	Run    PilotRunCmd    `cmd:"" help:"Run a pilot: lease and run tasks of an app's modules on this machine."`
-	Script PilotScriptCmd `cmd:"" help:"Print a site's pilot batch script, ready for sbatch or qsub."`
-	List   PilotListCmd   `cmd:"" help:"List pilots."`
-	Drain  PilotDrainCmd  `cmd:"" help:"Ask a pilot to take no more work."`
-	Cancel PilotCancelCmd `cmd:"" help:"Cancel a pilot's batch job (or, with --job, a whole pilot job); its unfinished tasks go back as infrastructure failures."`
-	Jobs   PilotJobsCmd   `cmd:"" help:"List the batch jobs submitted to run pilots, with the scheduler's state and message."`
+	Run     PilotRunCmd     `cmd:"" help:"Run a pilot: lease and run tasks of an app's modules on this machine."`
+	Script  PilotScriptCmd  `cmd:"" help:"Print a site's pilot batch script, ready for sbatch or qsub."`
+	List    PilotListCmd    `cmd:"" help:"List pilots."`
+	Drain   PilotDrainCmd   `cmd:"" help:"Ask a pilot to take no more work."`
+	Release PilotReleaseCmd `cmd:"" help:"Lift a pilot's quarantine (its node is repaired): its host is no longer left out of the site's pilot jobs."`
+	Cancel  PilotCancelCmd  `cmd:"" help:"Cancel a pilot's batch job (or, with --job, a whole pilot job); its unfinished tasks go back as infrastructure failures."`
+	Jobs    PilotJobsCmd    `cmd:"" help:"List the batch jobs submitted to run pilots, with the scheduler's state and message."`
 
 	ExplainBinds PilotExplainBindsCmd `cmd:"" name:"explain-binds" help:"Show the binds a pilot would give the containers of an app's modules, and why."`
 }
@@ -352,6 +353,23 @@ func (PilotListCmd) Run(e *Env) error {
 			p.LastSeen.Local().Format("2006-01-02 15:04:05")}
 	}
 	return table(e.Out, "ID\tSITE\tHOST\tSTATUS\tJOB\tLAST-SEEN", rows)
+}
+
+// PilotReleaseCmd lifts quarantines.
+type PilotReleaseCmd struct {
+	IDs []int64 `arg:"" name:"id" help:"QUARANTINED pilots (scalebox pilot list shows them)."`
+}
+
+// Run releases.
+func (c *PilotReleaseCmd) Run(e *Env) error {
+	for _, id := range c.IDs {
+		var p api.Pilot
+		if err := e.Client.Do(e.Ctx, "POST", "/pilots/"+strconv.FormatInt(id, 10)+"/release", nil, &p); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.Out, "pilot %d on %s: %s\n", p.ID, p.Host, p.Status)
+	}
+	return nil
 }
 
 // PilotDrainCmd drains a pilot.

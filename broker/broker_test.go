@@ -541,6 +541,10 @@ modules:
 	require.Equal(t, "QUARANTINED", hb.Status)
 	require.NoError(t, tb.client.Deregister(tb.ctx, bad))
 	require.Equal(t, "QUARANTINED", status(bad), "the verdict outlives the pilot")
+	// Its host takes no new pilot (PBS cannot leave it out of a job).
+	_, err = tb.client.PilotRegister(tb.ctx, &api.PilotRegistration{Host: "n0"})
+	require.True(t, api.IsCode(err, api.CodeConflict), "%v", err)
+	require.Contains(t, err.Error(), "quarantined")
 
 	// Lifted by hand once the node is repaired; only a quarantine can be.
 	var released api.Pilot
@@ -549,6 +553,8 @@ modules:
 	require.Equal(t, "DRAINING", status(bad))
 	err = tb.client.Do(tb.ctx, "POST", fmt.Sprintf("/pilots/%d/release", bad), nil, nil)
 	require.True(t, api.IsCode(err, api.CodeConflict), "%v", err)
+	_, err = tb.client.PilotRegister(tb.ctx, &api.PilotRegistration{Host: "n0"})
+	require.NoError(t, err, "released: the host takes pilots again")
 
 	// Fast failures elsewhere are the module's, not a black hole's, as long
 	// as they are not all in a row on one pilot.

@@ -40,6 +40,19 @@ func (b *Broker) RegisterPilot(ctx context.Context, p Principal, r *api.PilotReg
 	if r.Deadline != nil {
 		sp.Deadline = *r.Deadline
 	}
+	// A quarantined host takes no new pilots until released: a scheduler
+	// that cannot exclude hosts (PBS) may start one there.
+	quarantined, err := b.store.PilotList(ctx, store.PilotFilter{Site: r.Site, Status: store.PilotQuarantined})
+	if err != nil {
+		return nil, err
+	}
+	for _, q := range quarantined {
+		if q.Host == r.Host {
+			b.log.Warn("pilot refused: its host is quarantined", zap.String("host", r.Host), zap.String("site", r.Site), zap.Int64("quarantined_pilot", q.ID))
+			return nil, errorf(api.CodeConflict, "host", fmt.Sprintf("host %s of site %s is quarantined (pilot %d: its tasks failed fast again and again); "+
+				"once the node is repaired, lift it with `scalebox pilot release %d`", r.Host, r.Site, q.ID, q.ID))
+		}
+	}
 	got, err := b.store.PilotRegister(ctx, sp)
 	if err != nil {
 		return nil, err

@@ -26,8 +26,10 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"modernc.org/sqlite"
@@ -55,6 +57,9 @@ type Store struct {
 	// The writer connection is pinned; wsem (capacity 1) serialises its
 	// transactions and guards wc, stmts and closed.
 	wsem   chan struct{}
+	qmu    sync.Mutex   // guards queue
+	queue  []*writeReq  // writes waiting for the next group commit
+	groups atomic.Int64 // transactions run (group commits)
 	wc     *sql.Conn
 	stmts  map[string]*sql.Stmt // prepared on wc, by SQL text
 	closed bool
@@ -292,40 +297,159 @@ func (tx *wtx) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
 }
 
 // write runs fn in a write transaction (BEGIN IMMEDIATE on the writer
-// connection), committing if fn returns nil and rolling back otherwise (also
-// if fn panics, e.g. in a caller's RetryPolicy).
-func (s *Store) write(ctx context.Context, fn func(tx *wtx) error) (err error) {
-	select {
-	case s.wsem <- struct{}{}:
-	case <-ctx.Done():
-		return fmt.Errorf("wait for writer: %w", context.Cause(ctx))
+// connection), committing if fn returns nil and rolling back its work
+// otherwise (also if fn panics, e.g. in a caller's RetryPolicy: the panic
+// is raised again in the caller).
+//
+// Group commit: writes that arrive while another is running queue up, and
+// the next writer to get the connection runs all queued ones in a single
+// transaction, each inside a savepoint so that one's error undoes only its
+// own work, and commits once. Every caller returns only after the commit
+// that made its work durable (synchronous=FULL: one fsync for the group).
+// A lone writer runs at once, without a savepoint.
+func (s *Store) write(ctx context.Context, fn func(tx *wtx) error) error {
+	req := &writeReq{ctx: ctx, fn: fn, done: make(chan struct{})}
+	s.qmu.Lock()
+	s.queue = append(s.queue, req)
+	s.qmu.Unlock()
+	for {
+		select {
+		case <-req.done:
+			return req.result()
+		case s.wsem <- struct{}{}:
+			s.qmu.Lock()
+			batch := s.queue
+			s.queue = nil
+			s.qmu.Unlock()
+			if len(batch) > 0 {
+				s.runGroup(batch)
+			}
+			<-s.wsem
+		case <-ctx.Done():
+			s.qmu.Lock()
+			i := slices.Index(s.queue, req)
+			if i >= 0 {
+				s.queue = slices.Delete(s.queue, i, i+1)
+			}
+			s.qmu.Unlock()
+			if i >= 0 {
+				return fmt.Errorf("wait for writer: %w", context.Cause(ctx))
+			}
+			<-req.done // taken by a group already: its outcome is ours
+			return req.result()
+		}
 	}
-	defer func() { <-s.wsem }()
-	if s.closed {
-		return errClosed
+}
+
+// writeReq is one caller's write, queued for a group commit.
+type writeReq struct {
+	ctx      context.Context
+	fn       func(tx *wtx) error
+	err      error
+	panicked bool
+	panicVal any
+	done     chan struct{}
+}
+
+func (r *writeReq) result() error {
+	if r.panicked {
+		panic(r.panicVal)
 	}
-	if _, err := s.wc.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
-		return fmt.Errorf("begin: %w", err)
-	}
-	done := false
+	return r.err
+}
+
+// runGroup runs queued writes in one transaction; the caller holds wsem.
+func (s *Store) runGroup(batch []*writeReq) {
 	defer func() {
-		if !done {
-			// Roll back even if ctx is cancelled; the error that got us
-			// here is the one to report.
-			_, _ = s.wc.ExecContext(context.WithoutCancel(ctx), `ROLLBACK`)
+		for _, r := range batch {
+			close(r.done)
 		}
 	}()
-	if err := fn(&wtx{s: s}); err != nil {
-		return err
+	s.groups.Add(1)
+	if s.closed {
+		for _, r := range batch {
+			r.err = errClosed
+		}
+		return
 	}
-	// Commit regardless of cancellation now: the work is done, and an
-	// interrupted COMMIT would leave the outcome unclear to the caller.
-	if _, err := s.wc.ExecContext(context.WithoutCancel(ctx), `COMMIT`); err != nil {
-		return fmt.Errorf("commit: %w", err)
+	bg := context.Background()
+	if _, err := s.wc.ExecContext(bg, `BEGIN IMMEDIATE`); err != nil {
+		for _, r := range batch {
+			r.err = fmt.Errorf("begin: %w", err)
+		}
+		return
 	}
-	done = true
-	return nil
+	single := len(batch) == 1
+	ok := 0
+	for _, r := range batch {
+		if r.ctx.Err() != nil {
+			r.err = fmt.Errorf("wait for writer: %w", context.Cause(r.ctx))
+			continue
+		}
+		if !single {
+			if _, err := s.wc.ExecContext(bg, `SAVEPOINT w`); err != nil {
+				r.err = fmt.Errorf("savepoint: %w", err)
+				continue
+			}
+		}
+		s.runOne(r)
+		switch {
+		case single && (r.err != nil || r.panicked):
+		case single:
+			ok++
+		case r.err != nil || r.panicked:
+			// Undo this write only; RELEASE then ends the savepoint.
+			if _, err := s.wc.ExecContext(bg, `ROLLBACK TO w`); err != nil {
+				s.abortGroup(batch, fmt.Errorf("roll back to savepoint: %w", err))
+				return
+			}
+			fallthrough
+		default:
+			if _, err := s.wc.ExecContext(bg, `RELEASE w`); err != nil {
+				s.abortGroup(batch, fmt.Errorf("release savepoint: %w", err))
+				return
+			}
+			if r.err == nil && !r.panicked {
+				ok++
+			}
+		}
+	}
+	if ok == 0 {
+		_, _ = s.wc.ExecContext(bg, `ROLLBACK`)
+		return
+	}
+	// Commit regardless of the callers' cancellation now: the work is
+	// done, and an interrupted COMMIT would leave the outcome unclear.
+	if _, err := s.wc.ExecContext(bg, `COMMIT`); err != nil {
+		s.abortGroup(batch, fmt.Errorf("commit: %w", err))
+	}
 }
+
+// runOne runs one write's fn, turning a panic into a result its caller
+// raises again.
+func (s *Store) runOne(r *writeReq) {
+	defer func() {
+		if v := recover(); v != nil {
+			r.panicked, r.panicVal = true, v
+		}
+	}()
+	r.err = r.fn(&wtx{s: s})
+}
+
+// abortGroup rolls the whole transaction back: every write of the group
+// that had succeeded fails with err.
+func (s *Store) abortGroup(batch []*writeReq, err error) {
+	_, _ = s.wc.ExecContext(context.Background(), `ROLLBACK`)
+	for _, r := range batch {
+		if r.err == nil && !r.panicked {
+			r.err = err
+		}
+	}
+}
+
+// Commits returns how many write transactions the store has run: fewer
+// than its writes when concurrent writes shared a group commit.
+func (s *Store) Commits() int64 { return s.groups.Load() }
 
 // translate maps driver errors to the store's sentinels, keeping the cause.
 func translate(err error) error {

@@ -2,8 +2,11 @@ package sqlite_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -218,5 +221,76 @@ func TestOddInputs(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, b, task.Body)
 		require.Equal(t, added.IDs[i], added.IDs[i+len(odd)])
+	}
+}
+
+// TestGroupCommitIsolatesWrites runs many writes at once, so that they
+// share transactions: a write that fails or panics undoes only its own
+// work, and every other one is applied.
+func TestGroupCommitIsolatesWrites(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "scalebox.db"))
+	require.NoError(t, err)
+	defer s.Close()
+	app, err := s.AppCreate(ctx, store.AppCreateParams{Name: "a", Status: store.AppRunning,
+		Modules: []store.ModuleParams{{Name: "m"}}, Now: time.Now()})
+	require.NoError(t, err)
+	const n = 60
+	in := make([]store.TaskInput, n)
+	for i := range in {
+		in[i] = store.TaskInput{ModuleID: app.Modules[0].ID, Body: strconv.Itoa(i), Status: store.StatusReady}
+	}
+	res, err := s.TaskAdd(ctx, store.TaskAddParams{AppID: app.ID, Now: time.Now(), Tasks: in})
+	require.NoError(t, err)
+	_, err = s.TaskLease(ctx, store.TaskLeaseParams{PilotID: 1, TTL: time.Minute, Now: time.Now(),
+		Modules: []store.ModuleLease{{ModuleID: app.Modules[0].ID, Max: n}}})
+	require.NoError(t, err)
+
+	var wg sync.WaitGroup
+	outcome := make([]string, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p := store.RetryPolicy(store.NoRetry)
+			switch i % 3 {
+			case 1:
+				p = store.RetryFunc(func(int64, int, string, int, int) int { panic("policy bug") })
+			case 2:
+				cctx, cancel := context.WithCancel(ctx)
+				cancel() // a caller gone before its turn
+				_, err := s.TaskComplete(cctx, store.TaskCompleteParams{Policy: p,
+					Completions: []store.Completion{{TaskID: res.IDs[i], Attempt: 1, PilotID: 1, Kind: store.KindApp}}})
+				outcome[i] = fmt.Sprint(err != nil)
+				return
+			}
+			defer func() {
+				if v := recover(); v != nil {
+					outcome[i] = "panic"
+				}
+			}()
+			r, err := s.TaskComplete(ctx, store.TaskCompleteParams{Policy: p,
+				Completions: []store.Completion{{TaskID: res.IDs[i], Attempt: 1, PilotID: 1, Kind: store.KindApp}}})
+			if err == nil && r[0].Applied {
+				outcome[i] = "ok"
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range n {
+		task, err := s.TaskGet(ctx, res.IDs[i])
+		require.NoError(t, err)
+		switch i % 3 {
+		case 0:
+			require.Equal(t, "ok", outcome[i], "task %d", i)
+			require.Equal(t, store.StatusOK, task.Status, "task %d", i)
+		case 1:
+			require.Equal(t, "panic", outcome[i], "task %d", i)
+			require.Equal(t, store.StatusQueued, task.Status, "task %d: a panicking write is undone", i)
+		case 2:
+			require.Equal(t, "true", outcome[i], "task %d: a cancelled caller gets an error", i)
+			require.Equal(t, store.StatusQueued, task.Status, "task %d", i)
+		}
 	}
 }

@@ -451,6 +451,13 @@ func (s *Store) abortGroup(batch []*writeReq, err error) {
 // than its writes when concurrent writes shared a group commit.
 func (s *Store) Commits() int64 { return s.groups.Load() }
 
+// Waiting returns how many writes wait for the next group commit.
+func (s *Store) Waiting() int {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	return len(s.queue)
+}
+
 // translate maps driver errors to the store's sentinels, keeping the cause.
 func translate(err error) error {
 	if err == nil {

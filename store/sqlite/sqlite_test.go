@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/scalebox-hpc/scalebox/schema"
@@ -293,4 +294,56 @@ func TestGroupCommitIsolatesWrites(t *testing.T) {
 			require.Equal(t, store.StatusQueued, task.Status, "task %d", i)
 		}
 	}
+}
+
+// TestGroupCommitSharesTransactions holds the writer in one write while
+// ten more arrive: they all commit together, in one transaction.
+func TestGroupCommitSharesTransactions(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "scalebox.db"))
+	require.NoError(t, err)
+	defer s.Close()
+	app, err := s.AppCreate(ctx, store.AppCreateParams{Name: "a", Status: store.AppRunning,
+		Modules: []store.ModuleParams{{Name: "m"}}, Now: time.Now()})
+	require.NoError(t, err)
+	res, err := s.TaskAdd(ctx, store.TaskAddParams{AppID: app.ID, Now: time.Now(),
+		Tasks: []store.TaskInput{{ModuleID: app.Modules[0].ID, Body: "held", Status: store.StatusReady}}})
+	require.NoError(t, err)
+	_, err = s.TaskLease(ctx, store.TaskLeaseParams{PilotID: 1, TTL: time.Minute, Now: time.Now(),
+		Modules: []store.ModuleLease{{ModuleID: app.Modules[0].ID, Max: 1}}})
+	require.NoError(t, err)
+
+	entered, release := make(chan struct{}), make(chan struct{})
+	holder := make(chan error, 1)
+	go func() {
+		_, err := s.TaskComplete(ctx, store.TaskCompleteParams{
+			Policy: store.RetryFunc(func(_ int64, code int, _ string, _, _ int) int {
+				close(entered)
+				<-release
+				return code
+			}),
+			Completions: []store.Completion{{TaskID: res.IDs[0], Attempt: 1, PilotID: 1, Kind: store.KindApp}}})
+		holder <- err
+	}()
+	<-entered
+	before := s.Commits()
+	var wg sync.WaitGroup
+	for i := range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := s.TaskAdd(ctx, store.TaskAddParams{AppID: app.ID, Now: time.Now(),
+				Tasks: []store.TaskInput{{ModuleID: app.Modules[0].ID, Body: strconv.Itoa(i), Status: store.StatusReady}}})
+			assert.NoError(t, err)
+		}()
+	}
+	require.Eventually(t, func() bool { return s.Waiting() == 10 }, 10*time.Second, time.Millisecond)
+	close(release)
+	wg.Wait()
+	require.NoError(t, <-holder)
+	require.Equal(t, before+1, s.Commits(), "the ten writes shared one transaction")
+	counts, err := s.TaskList(ctx, store.TaskFilter{AppID: app.ID, Limit: 100})
+	require.NoError(t, err)
+	require.Len(t, counts, 11)
 }

@@ -28,10 +28,12 @@ lint: ## go vet + staticcheck (installed on first use).
 	@command -v staticcheck >/dev/null || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	$$($(GO) env GOPATH)/bin/staticcheck $(PKGS)
 
-bench: ## Run the benchmarks (stores on SQLite and PostgreSQL, end to end with real processes); raw output in bench.out.
+bench: ## Run the benchmark suite with its peers (Dask, Snakemake, a Slurm job array); raw output in bench.out, figures in bench.json and BENCHMARKS.md.
+	scripts/bench-peers.sh
 	set -o pipefail; ( $(GO) test -run '^$$' -bench 'Store/LeaseComplete' -benchtime 200000x -timeout 30m ./store/sqlite ./store/postgres && \
 	  $(GO) test -run '^$$' -bench 'Store/AddBatch' -benchtime 1000000x -timeout 30m ./store/sqlite ./store/postgres && \
-	  $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./bench/ ) 2>&1 | tee bench.out
+	  $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 90m ./bench/ ) 2>&1 | tee bench.out
+	$(GO) run ./bench/report -in bench.out -json bench.json -md BENCHMARKS.md
 
 chaos: ## The fault-injection suite at full size: a 3-stage pipeline of 3 × 3,400 tasks while the broker, pilots and PostgreSQL are killed.
 	SCALEBOX_CHAOS_TASKS=$${SCALEBOX_CHAOS_TASKS:-3400} $(GO) test -race -count=1 -run TestChaos -v -timeout 60m ./e2e 2>&1 | tee chaos.out
@@ -40,4 +42,4 @@ demo: build ## Start a broker on the embedded SQLite store and drive it with the
 	scripts/demo.sh
 
 clean: ## Remove build outputs.
-	rm -rf $(BIN) bench.out chaos.out
+	rm -rf $(BIN) bench.out bench.json chaos.out

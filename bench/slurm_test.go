@@ -35,6 +35,7 @@ func BenchmarkSlurmArrayVsPilots(b *testing.B) {
 	b.ReportMetric(array.Seconds()/float64(b.N), "array-s")
 	b.ReportMetric(pilots.Seconds()/float64(b.N), "pilot-s")
 	b.ReportMetric(float64(array)/float64(pilots), "speedup")
+	b.ReportMetric(float64(n*b.N)/array.Seconds(), "array-tasks/s")
 	b.Logf("%d no-op tasks: Slurm job array %v, one pilot job %v (%.0f× faster through the pilot)",
 		n, (array / time.Duration(b.N)).Round(time.Millisecond), (pilots / time.Duration(b.N)).Round(time.Millisecond), float64(array)/float64(pilots))
 }

@@ -164,9 +164,12 @@ start() {
       tail -5 "$DIR/log/slurmctld.log" "$DIR/log/slurmd.log" >&2 2>/dev/null || true
       die "cluster in $DIR not ready after ${TIMEOUT}s"
     fi
-    # a dead daemon will not come back: fail fast
-    alive "$DIR/run/slurmctld.pid" slurmctld ||
+    # a dead daemon will not come back: fail fast (the daemon writes its
+    # pid file a moment after it forks: no pid file yet is not death, for a
+    # while, on a loaded machine)
+    if ! alive "$DIR/run/slurmctld.pid" slurmctld && { [ -s "$DIR/run/slurmctld.pid" ] || [ $SECONDS -ge $((deadline - TIMEOUT + 10)) ]; }; then
       die "slurmctld died: $(tail -5 "$DIR/log/slurmctld.log" 2>/dev/null)"
+    fi
     sleep 0.1
   done
   echo "slurm-cluster: running in $DIR (SLURM_CONF=$CONF)"

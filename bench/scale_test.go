@@ -28,20 +28,18 @@ var (
 // scaleLeases is how many lease+complete round trips QueueScale times.
 const scaleLeases = 1000
 
-// BenchmarkQueueScale queues 10k, 100k and 1M READY tasks (up to
-// SCALEBOX_BENCH_SCALE_MAX) in a fresh broker process, then times one
-// pilot leasing one task and completing it, 1000 times in a row, and reads
-// the broker's resident memory: how dispatch and memory grow with the
-// backlog.
+// BenchmarkQueueScale queues 10k, 100k and 1M READY tasks (powers of ten
+// up to SCALEBOX_BENCH_SCALE_MAX, and that number itself) in a fresh
+// broker process, then times one pilot leasing one task and completing it,
+// 1000 times in a row, and reads the broker's resident memory: how
+// dispatch and memory grow with the backlog.
 func BenchmarkQueueScale(b *testing.B) {
-	var sizes []int
-	for _, n := range []int{10000, 100000, 1000000} {
-		if n <= scaleMax {
-			sizes = append(sizes, n)
-		}
+	var sizes []int // 10k, 100k, 1M, … up to scaleMax, and scaleMax itself
+	for n := 10000; n <= scaleMax; n *= 10 {
+		sizes = append(sizes, n)
 	}
-	if len(sizes) == 0 {
-		sizes = []int{scaleMax}
+	if len(sizes) == 0 || sizes[len(sizes)-1] != scaleMax {
+		sizes = append(sizes, scaleMax)
 	}
 	for _, kind := range backends {
 		for _, n := range sizes {

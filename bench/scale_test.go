@@ -316,6 +316,7 @@ func benchIdle(b *testing.B, kind string, n int, window time.Duration) {
 		cpu1, bcpu1, hb1 := readCPU(), br.cpu(b), hbs.count()
 		mem := br.mem(b)
 		threads, fds := procThreads(br.pid), procFDs(br.pid)
+		gm := br.metric("go_goroutines", "go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes")
 		if err := errs.get(); err != nil {
 			cancel()
 			b.Fatalf("during the window: %v\nbroker log:\n%s", err, br.out)
@@ -355,10 +356,11 @@ func benchIdle(b *testing.B, kind string, n int, window time.Duration) {
 		hbRate += float64(hb1-hb0) / w.Seconds()
 		hbD = append(hbD, hbs.take()...)
 		wakeD = append(wakeD, wakeTimes...)
-		b.Logf("iteration %d: %d pilots registered in %v, all polling after %v; window %v: broker %.3f cores, %s, %d threads, "+
-			"%d open files, %d heartbeats; end check: %d tasks added, all leased and completed after %v, %d of them by polls "+
+		b.Logf("iteration %d: %d pilots registered in %v, all polling after %v; window %v: broker %.3f cores, %s (Go heap in use %.1f MB, "+
+			"stacks %.1f MB, %.0f goroutines), %d threads, %d open files, %d heartbeats; end check: %d tasks added, all leased and completed after %v, %d of them by polls "+
 			"older than the add", i, n, registered.Round(time.Millisecond), polling.Round(time.Millisecond), w.Round(time.Millisecond),
-			bc.Seconds()/w.Seconds(), mem, threads, fds, hb1-hb0, idleWake, wakeAll.Round(time.Millisecond), oldPolls.Load())
+			bc.Seconds()/w.Seconds(), mem, gm["go_memstats_heap_inuse_bytes"]/(1<<20), gm["go_memstats_stack_inuse_bytes"]/(1<<20),
+			gm["go_goroutines"], threads, fds, hb1-hb0, idleWake, wakeAll.Round(time.Millisecond), oldPolls.Load())
 		br.stop(b)
 	}
 	k := float64(iterations)

@@ -36,7 +36,7 @@ type brokerProc struct {
 	admin *api.Client // with the admin token
 
 	cmd  *exec.Cmd
-	out  *tailBuffer // the broker's log (JSON lines), the last part
+	out  *testenv.Buffer // the broker's log (JSON lines)
 	done chan struct{}
 	err  error // of cmd.Wait, once done is closed
 }
@@ -67,7 +67,7 @@ func startBroker(tb testing.TB, kind string) *brokerProc {
 	if err := cmd.Start(); err != nil {
 		tb.Fatalf("start %s: %v", bin, err)
 	}
-	p := &brokerProc{kind: kind, pid: cmd.Process.Pid, dir: dir, cmd: cmd, out: &tailBuffer{max: 64 << 10}, done: make(chan struct{})}
+	p := &brokerProc{kind: kind, pid: cmd.Process.Pid, dir: dir, cmd: cmd, out: &testenv.Buffer{}, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		_ = pw.Close()
@@ -314,29 +314,6 @@ func readProcMem(pid int) (procMem, error) {
 		return m, fmt.Errorf("/proc/%d/status: no VmRSS", pid)
 	}
 	return m, nil
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	max int
-	b   []byte
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.b = append(t.b, p...)
-	if over := len(t.b) - t.max; over > 0 {
-		t.b = append(t.b[:0], t.b[over:]...)
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(bytes.Clone(t.b))
 }
 
 // rawClient speaks the broker's API with an http.Client of the caller's:

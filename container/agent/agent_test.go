@@ -181,7 +181,11 @@ func requireGone(t *testing.T, pid int) {
 
 // rawExchange sends payload on a fresh connection, half-closes and
 // returns the agent's Response.
-func rawExchange(t *testing.T, c Client, payload []byte) Response {
+// rawExchange sends payload and reads the answer. A half-close after the
+// payload shows the agent where a broken request ends; for a request that
+// runs it would be a cancel (the protocol's hang-up), so a request that is
+// meant to run is sent without one.
+func rawExchange(t *testing.T, c Client, payload []byte, halfClose bool) Response {
 	t.Helper()
 	conn, err := net.Dial("unix", c.Socket)
 	require.NoError(t, err)
@@ -189,7 +193,9 @@ func rawExchange(t *testing.T, c Client, payload []byte) Response {
 	// The agent may answer before it has read everything (too large).
 	go func() {
 		_, _ = conn.Write(payload)
-		_ = conn.(*net.UnixConn).CloseWrite()
+		if halfClose {
+			_ = conn.(*net.UnixConn).CloseWrite()
+		}
 	}()
 	var resp Response
 	require.NoError(t, json.NewDecoder(conn).Decode(&resp))
@@ -378,7 +384,7 @@ func TestBadRequests(t *testing.T) {
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			resp := rawExchange(t, c, []byte(tc.payload))
+			resp := rawExchange(t, c, []byte(tc.payload), tc.want != "")
 			require.Equal(t, ProtocolVersion, resp.Version)
 			if tc.want == "" { // runs, but cannot start
 				require.Empty(t, resp.Error)
@@ -509,7 +515,7 @@ func TestProtocolMismatch(t *testing.T) {
 
 	// And the other way round: the real agent refuses another version.
 	agent := startAgent(t, nil)
-	resp := rawExchange(t, agent, []byte(`{"version":2,"argv":["/bin/true"]}`))
+	resp := rawExchange(t, agent, []byte(`{"version":2,"argv":["/bin/true"]}`), true)
 	require.Equal(t, ProtocolVersion, resp.Version)
 	require.Contains(t, resp.Error, "protocol version mismatch: the client speaks version 2, this slot agent 1")
 }

@@ -44,6 +44,13 @@ func NewClient(base, token string) *Client {
 	}
 }
 
+// NewClientWith returns a client for the broker at base that sends its
+// requests through hc: many clients can share one transport (a process
+// simulating a thousand pilots, a bridge).
+func NewClientWith(base, token string, hc *http.Client) *Client {
+	return &Client{base: strings.TrimRight(base, "/"), token: token, http: hc}
+}
+
 // Token returns the client's token.
 func (c *Client) Token() string { return c.token }
 

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -316,73 +315,6 @@ func readProcMem(pid int) (procMem, error) {
 	return m, nil
 }
 
-// rawClient speaks the broker's API with an http.Client of the caller's:
-// api.NewClient makes a transport per client that keeps at most 64 idle
-// connections, which does not fit a thousand simulated pilots sharing one
-// process. Requests and answers are the api package's types.
-type rawClient struct {
-	base, token string
-	hc          *http.Client
-}
-
-func (c *rawClient) do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+api.Prefix+path, body)
-	if err != nil {
-		return err
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		var eb api.ErrorBody
-		if json.Unmarshal(b, &eb) == nil && eb.Error != nil {
-			eb.Error.Status = resp.StatusCode
-			return eb.Error
-		}
-		return fmt.Errorf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, bytes.TrimSpace(b))
-	}
-	if out == nil {
-		_, err = io.Copy(io.Discard, resp.Body)
-		return err
-	}
-	return json.NewDecoder(resp.Body).Decode(out)
-}
-
-func (c *rawClient) PilotRegister(ctx context.Context, r *api.PilotRegistration) (*api.PilotRegistered, error) {
-	var out api.PilotRegistered
-	return &out, c.do(ctx, http.MethodPost, "/pilots", r, &out)
-}
-
-func (c *rawClient) Lease(ctx context.Context, pilotID int64, r *api.LeaseRequest) (*api.LeaseResponse, error) {
-	var out api.LeaseResponse
-	return &out, c.do(ctx, http.MethodPost, "/pilots/"+strconv.FormatInt(pilotID, 10)+"/lease", r, &out)
-}
-
-func (c *rawClient) Heartbeat(ctx context.Context, pilotID int64, r *api.HeartbeatRequest) (*api.HeartbeatResponse, error) {
-	var out api.HeartbeatResponse
-	return &out, c.do(ctx, http.MethodPost, "/pilots/"+strconv.FormatInt(pilotID, 10)+"/heartbeat", r, &out)
-}
-
-func (c *rawClient) Complete(ctx context.Context, pilotID int64, r *api.CompleteRequest) (*api.CompleteResponse, error) {
-	var out api.CompleteResponse
-	return &out, c.do(ctx, http.MethodPost, "/pilots/"+strconv.FormatInt(pilotID, 10)+"/complete", r, &out)
-}
-
 // raiseNoFile raises this process's soft limit of open files to at least
 // n (up to the hard limit) and says what it is.
 func raiseNoFile(n uint64) (uint64, error) {
@@ -400,19 +332,11 @@ func raiseNoFile(n uint64) (uint64, error) {
 	return l.Cur, nil
 }
 
-// pilotCalls are the API calls of a pilot: *api.Client and *rawClient.
-type pilotCalls interface {
-	PilotRegister(ctx context.Context, r *api.PilotRegistration) (*api.PilotRegistered, error)
-	Lease(ctx context.Context, pilotID int64, r *api.LeaseRequest) (*api.LeaseResponse, error)
-	Heartbeat(ctx context.Context, pilotID int64, r *api.HeartbeatRequest) (*api.HeartbeatResponse, error)
-	Complete(ctx context.Context, pilotID int64, r *api.CompleteRequest) (*api.CompleteResponse, error)
-}
-
 // simPilot is a simulated pilot: it registers, leases, heartbeats and
 // reports results as pilot.Run does, but runs nothing (every task it
 // leases succeeds at once).
 type simPilot struct {
-	calls pilotCalls
+	calls *api.Client
 	id    int64
 	host  string
 	hosts []string      // the names it leases for, as pilot.Run sends them
@@ -423,7 +347,7 @@ type simPilot struct {
 }
 
 // registerSim registers a simulated pilot with slots slots of module noop.
-func registerSim(ctx context.Context, calls pilotCalls, host string, slots int) (*simPilot, error) {
+func registerSim(ctx context.Context, calls *api.Client, host string, slots int) (*simPilot, error) {
 	r, err := calls.PilotRegister(ctx, &api.PilotRegistration{Site: "local", Host: host, IP: "127.0.0.1", Cores: slots,
 		Slots: map[string]int{"noop": slots}, Version: "bench"})
 	if err != nil {

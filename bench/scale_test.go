@@ -194,7 +194,7 @@ func benchIdle(b *testing.B, kind string, n int, window time.Duration) {
 			MaxIdleConnsPerHost: 2 * n,
 			IdleConnTimeout:     2 * time.Minute,
 		}
-		rc := &rawClient{base: br.url, token: token, hc: &http.Client{Transport: tr}}
+		rc := api.NewClientWith(br.url, token, &http.Client{Transport: tr})
 
 		t0 := time.Now()
 		pilots := make([]*simPilot, n)

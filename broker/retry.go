@@ -134,7 +134,7 @@ func (h *timeHeap) Pop() any {
 	return t
 }
 
-// retryTimer arms timer for the earliest due time (or stops it).
+// arm sets timer for the earliest due time (or leaves it stopped).
 func (d *dueTimes) arm(timer *time.Timer, now time.Time) {
 	timer.Stop()
 	if t, ok := d.next(); ok {

@@ -1,6 +1,7 @@
 package pilot
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 
 	"go.uber.org/zap"
@@ -216,7 +216,7 @@ func readSpoolBatch(path string) (*spoolBatch, error) {
 		return nil, err
 	}
 	var b spoolBatch
-	dec := json.NewDecoder(strings.NewReader(string(data)))
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&b); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)

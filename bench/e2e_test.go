@@ -39,7 +39,7 @@ var (
 	e2ePilots     = envInt("SCALEBOX_BENCH_PILOTS", 2)       // pilots in EndToEnd
 	dispatchTasks = envInt("SCALEBOX_BENCH_DISPATCH", 200)   // tasks per DispatchLatency iteration
 	execRuns      = envInt("SCALEBOX_BENCH_EXEC_RUNS", 4000) // programs per ForkExecCeiling iteration
-	e2ePrefetch   = envInt("SCALEBOX_BENCH_PREFETCH", 0)     // pilot.Config.Prefetch (0: the pilot's default, its slots)
+	e2ePrefetch   = envInt("SCALEBOX_BENCH_PREFETCH", 0)     // pilot.Config.Prefetch (0: the pilot's adaptive default)
 )
 
 // e2eRows are the intervals the EndToEnd benchmark logs, in order.

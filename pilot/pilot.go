@@ -43,7 +43,7 @@ type Config struct {
 	AppID    int64          // serve this app's modules
 	Slots    map[string]int // module name → parallel slots (with AppID); empty: every module, Cores slots in all
 	Cores    int            // default: number of CPUs
-	Prefetch int            // tasks leased ahead per module beyond the free slots (default: the module's slots)
+	Prefetch int            // tasks leased ahead per module beyond the free slots (0: adaptive, see module.prefetch)
 	Scratch  string         // parent of the per-attempt work dirs
 	Keep     bool           // keep work dirs of failed attempts
 	MaxIdle  time.Duration  // exit after this long with nothing to do (0: never)
@@ -171,6 +171,7 @@ type module struct {
 	wake  chan struct{} // a slot of this module was freed
 
 	runtimes runtimes // recent task durations, for walltime-aware leasing
+	slotTime slotTime // how long a slot spends per task, for the adaptive prefetch
 
 	checkOnce sync.Once
 	setUp     chan struct{} // closed once a slot has run setup.sh (or found it cannot yet): check.sh waits for it
@@ -421,7 +422,8 @@ func (p *Pilot) addModule(appID int64, m api.Module, slots int) error {
 		return fmt.Errorf("module %s: decode definition: %w", m.Name, err)
 	}
 	mod := &module{id: m.ID, appID: appID, name: m.Name, spec: &spec, slots: slots, setUp: make(chan struct{}),
-		queue: make(chan *api.LeasedTask, 2*slots+p.cfg.Prefetch+2*max(1, spec.TaskBatchSize)*slots), wake: make(chan struct{}, 1)}
+		queue: make(chan *api.LeasedTask, 2*slots+max(p.cfg.Prefetch, maxPrefetch(slots))+2*max(1, spec.TaskBatchSize)*slots),
+		wake:  make(chan struct{}, 1)}
 	p.mu.Lock()
 	p.modules[m.ID] = mod
 	p.free[m.ID] = slots
@@ -615,7 +617,7 @@ func (p *Pilot) leaseRequest(m *module) *api.LeaseRequest {
 	}
 	prefetch := p.cfg.Prefetch
 	if prefetch <= 0 {
-		prefetch = m.slots
+		prefetch = m.prefetch()
 	}
 	room := p.free[m.id] + prefetch - p.queued[m.id]
 	if b := m.spec.TaskBatchSize; b > 1 {

@@ -108,7 +108,9 @@ func (p *Pilot) worker(ctx context.Context, m *module, slot int) {
 		batch = p.stillHeldLocked(batch)
 		p.mu.Unlock()
 		if len(batch) > 0 && ctx.Err() == nil && !p.stopping() && setup() {
+			t0 := time.Now()
 			p.execute(ctx, sr, batch)
+			m.slotTime.add(time.Since(t0) / time.Duration(len(batch)))
 		}
 		// else: not started; handed back when the pilot deregisters.
 		p.mu.Lock()

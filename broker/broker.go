@@ -26,7 +26,7 @@ import (
 type Config struct {
 	LeaseTTL       time.Duration // how long a lease lives without a heartbeat, and a pilot may stay silent before it is lost (default 20 s: pilots heartbeat every third of it)
 	MaxWait        time.Duration // longest long-poll (default 60 s)
-	PollFallback   time.Duration // a waiting pilot re-checks the store this often even without a wake-up (default 2 s)
+	PollFallback   time.Duration // a waiting pilot re-checks the store this often even without a wake-up (default 10 s): a safety net, as every change that makes work leasable wakes the waiters
 	ExpiryInterval time.Duration // how often expired leases and lost pilots are swept (default LeaseTTL/4)
 	InfraRetries   int           // attempts ended by infrastructure failures that are retried for free (default 5)
 	// QuarantineAfter is how many failures in a row, each shorter than the
@@ -44,7 +44,7 @@ func (c *Config) setDefaults() {
 		c.MaxWait = 60 * time.Second
 	}
 	if c.PollFallback <= 0 {
-		c.PollFallback = 2 * time.Second
+		c.PollFallback = 10 * time.Second
 	}
 	if c.ExpiryInterval <= 0 {
 		c.ExpiryInterval = c.LeaseTTL / 4

@@ -100,16 +100,25 @@ func TestProvisionerRunsAppPrimesOnSlurm(t *testing.T) {
 		}
 		return len(jobs) > 0
 	}, 60*time.Second, 100*time.Millisecond), "pilot jobs still running: %+v", jobs)
-	pilots := 0
+	// A job still pending when the backlog is gone is cancelled by the
+	// provisioner (the app can finish within a second); any other ends
+	// COMPLETED.
+	submitted, completed := 0, 0
 	for _, j := range jobs {
-		require.Equal(t, string(batch.Completed), j.State, "%+v", j)
+		require.Contains(t, []string{string(batch.Completed), string(batch.Cancelled)}, j.State, "%+v", j)
 		require.NotEmpty(t, j.JobID)
-		pilots += j.Count
+		submitted += j.Count
+		if j.State == string(batch.Completed) {
+			completed += j.Count
+		}
 	}
-	require.LessOrEqual(t, pilots, 2, "max_pilots")
+	require.LessOrEqual(t, submitted, 2, "max_pilots")
+	require.Positive(t, completed, "the app ran in a pilot job that completed")
 	ps, err := e.client.PilotList(e.ctx)
 	require.NoError(t, err)
-	require.Len(t, ps, pilots, "every submitted pilot registered")
+	require.GreaterOrEqual(t, len(ps), completed, "every pilot of a completed job registered")
+	require.LessOrEqual(t, len(ps), submitted)
+	pilots := len(ps)
 	for _, p := range ps {
 		require.Equal(t, "hpc", p.Site)
 		require.Equal(t, "GONE", p.Status, "pilot %d (%s) retired cleanly", p.ID, p.JobID)

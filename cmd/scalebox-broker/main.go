@@ -9,6 +9,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -37,6 +39,7 @@ type options struct {
 	NoProvision       bool          `name:"no-provision" help:"Do not submit, watch or cancel pilot jobs on slurm/pbs sites."`
 	ProvisionInterval time.Duration `default:"10s" help:"How often the provisioner looks at the backlog and at each site's pilot jobs (one scheduler query per site; the period grows while nothing changes)."`
 	JobLogDir         string        `default:"~/.scalebox/jobs" help:"Where pilot job outputs go (one directory per site)."`
+	PprofListen       string        `name:"pprof-listen" env:"SCALEBOX_PPROF_LISTEN" placeholder:"127.0.0.1:6060" help:"Serve Go's profiler (net/http/pprof, under /debug/pprof/) on this address, apart from the API and without its auth: keep it on a loopback address. Off by default."`
 	LogLevel          string        `default:"info" help:"debug, info, warn or error."`
 	LogFormat         string        `default:"console" enum:"console,json" help:"console or json."`
 	Version           bool          `help:"Print the version and exit."`
@@ -93,6 +96,13 @@ func run(o options) error {
 	if err := b.Start(ctx); err != nil {
 		return err
 	}
+	if o.PprofListen != "" {
+		addr, err := servePprof(ctx, o.PprofListen)
+		if err != nil {
+			return err
+		}
+		log.Info("profiler serving", zap.String("addr", "http://"+addr+"/debug/pprof/"))
+	}
 	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -100,4 +110,23 @@ func run(o options) error {
 	log.Info("scalebox-broker serving", zap.String("addr", "http://"+ln.Addr().String()),
 		zap.String("db", storeopen.Redact(o.DB)), zap.Bool("auth", !o.NoAuth), zap.String("version", version))
 	return b.Serve(ctx, ln)
+}
+
+// servePprof serves net/http/pprof on addr until ctx ends and returns the
+// address it listens on.
+func servePprof(ctx context.Context, addr string) (string, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("pprof listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	context.AfterFunc(ctx, func() { _ = srv.Close() })
+	return ln.Addr().String(), nil
 }

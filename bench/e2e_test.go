@@ -88,7 +88,7 @@ func benchEndToEnd(b *testing.B, kind string, nPilots, slots, nTasks, batch int)
 			inputs[j] = api.TaskInput{Body: fmt.Sprintf("task-%07d", j)}
 		}
 		runtime.GC()
-		ids := make([]int64, 0, nTasks)
+		var ids []int64
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 
 		h.st.resetCalls()
@@ -96,13 +96,7 @@ func benchEndToEnd(b *testing.B, kind string, nPilots, slots, nTasks, batch int)
 		cpu0 := readCPU()
 		start := time.Now()
 		pprof.Do(ctx, pprof.Labels("role", "client"), func(ctx context.Context) {
-			for k := 0; k < len(inputs); k += batch {
-				r, err := h.client.TaskAdd(ctx, app.ID, &api.TaskAddRequest{Module: "noop", Tasks: inputs[k:min(k+batch, len(inputs))]})
-				if err != nil {
-					b.Fatalf("add tasks: %v", err)
-				}
-				ids = append(ids, r.IDs...)
-			}
+			ids = addTasks(ctx, b, h, app.ID, "noop", inputs, batch)
 		})
 		added := time.Now()
 		if err := h.st.waitOK(ctx, int64(nTasks)); err != nil {

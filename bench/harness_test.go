@@ -272,7 +272,12 @@ func newHarness(tb testing.TB, kind string) *harness {
 
 func (h *harness) createApp(tb testing.TB) *api.App {
 	tb.Helper()
-	a, err := h.client.AppCreate(context.Background(), &api.AppCreateRequest{YAML: noopApp})
+	return h.createAppYAML(tb, noopApp)
+}
+
+func (h *harness) createAppYAML(tb testing.TB, yaml string) *api.App {
+	tb.Helper()
+	a, err := h.client.AppCreate(context.Background(), &api.AppCreateRequest{YAML: yaml})
 	if err != nil {
 		tb.Fatalf("create app: %v", err)
 	}
@@ -291,6 +296,27 @@ type pilots struct {
 
 func (h *harness) startPilots(tb testing.TB, appID int64, n, slots int) *pilots {
 	tb.Helper()
+	return h.startPilotsFor(tb, appID, n, map[string]int{"noop": slots})
+}
+
+// startPilotsFor runs n pilots with the given slots per module and waits
+// until each is long-polling.
+func (h *harness) startPilotsFor(tb testing.TB, appID int64, n int, slots map[string]int) *pilots {
+	tb.Helper()
+	ps := h.runPilots(appID, n, slots)
+	deadline := time.Now().Add(30 * time.Second)
+	for h.brk.Waiting() < n {
+		if time.Now().After(deadline) {
+			_, _ = ps.stop()
+			tb.Fatalf("pilots not long-polling after 30 s (waiting: %d of %d; errors: %v)", h.brk.Waiting(), n, ps.errs)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return ps
+}
+
+// runPilots starts n pilots with the given slots per module.
+func (h *harness) runPilots(appID int64, n int, slots map[string]int) *pilots {
 	ctx, cancel := context.WithCancel(context.Background())
 	ps := &pilots{cancel: cancel, stats: make([]*pilot.Stats, n), errs: make([]error, n)}
 	for i := range n {
@@ -298,19 +324,11 @@ func (h *harness) startPilots(tb testing.TB, appID int64, n, slots int) *pilots 
 		go pprof.Do(ctx, pprof.Labels("role", "pilot"), func(ctx context.Context) {
 			defer ps.wg.Done()
 			ps.stats[i], ps.errs[i] = pilot.Run(ctx, pilot.Config{
-				Broker: h.url, AppID: appID, Slots: map[string]int{"noop": slots}, Prefetch: e2ePrefetch,
+				Broker: h.url, AppID: appID, Slots: slots, Prefetch: e2ePrefetch,
 				Host: fmt.Sprintf("bench-node-%d", i), IP: "127.0.0.1",
 				Scratch: filepath.Join(h.dir, "scratch"), Grace: 30 * time.Second, Log: zap.NewNop(),
 			})
 		})
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for h.brk.Waiting() < n {
-		if time.Now().After(deadline) {
-			ps.stop()
-			tb.Fatalf("pilots not long-polling after 30 s (waiting: %d of %d; errors: %v)", h.brk.Waiting(), n, ps.errs)
-		}
-		time.Sleep(time.Millisecond)
 	}
 	return ps
 }

@@ -22,6 +22,7 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"path"
 	"regexp"
 	"runtime"
 	"slices"
@@ -140,7 +141,7 @@ func parse(r io.Reader, name string) ([]Result, string, error) {
 			res := Result{Package: rec.GetConfig("pkg"), Name: procsSuffix.ReplaceAllString(string(rec.Name), ""),
 				Iters: rec.Iters, Metrics: map[string]float64{}}
 			for _, v := range rec.Values {
-				if v.Unit == "ns/op" {
+				if v.Unit == "ns/op" || v.Unit == "sec/op" { // benchfmt may have normalised ns/op
 					continue // wall time per iteration: the benchmarks report their own figures
 				}
 				res.Metrics[v.Unit] = v.Value
@@ -324,8 +325,15 @@ func render(rep *Report) string {
 			}
 		}
 		fmt.Fprintf(&b, "\n### %s\n\n| benchmark | %s |\n|---|%s\n", fam, strings.Join(units, " | "), strings.Repeat("---|", len(units)))
+		pkgs := map[string]bool{}
+		for _, r := range rs {
+			pkgs[r.Package] = true
+		}
 		for _, r := range rs {
 			row := []string{r.Name}
+			if len(pkgs) > 1 { // the same benchmark in several packages (the stores)
+				row[0] = path.Base(r.Package) + ": " + r.Name
+			}
 			for _, u := range units {
 				if v, ok := r.Metrics[u]; ok {
 					row = append(row, num(v))

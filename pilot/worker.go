@@ -131,8 +131,12 @@ type slotRun struct {
 	dir     string   // the work dir on the host
 	workDir string   // WORK_DIR as the program sees it (/work in a container)
 	env     []string // the slot's environment, built once; each attempt adds its own
-	rt      executor.Runtime
-	box     *boxSlot // the slot's container; nil on the host
+	// attemptEnv is env without the per-attempt variables, except those
+	// the module sets itself (moduleSets): taskEnv appends the rest.
+	attemptEnv []string
+	moduleSets map[string]bool
+	rt         executor.Runtime
+	box        *boxSlot // the slot's container; nil on the host
 }
 
 // newSlotRun prepares a slot's work dir, runtime and environment. mode ""
@@ -147,6 +151,7 @@ func (p *Pilot) newSlotRun(m *module, slot int, dir string, mode container.Mode)
 		sr.rt, sr.workDir = sr.box, workTarget
 	}
 	sr.env = p.slotEnv(sr)
+	sr.attemptEnv, sr.moduleSets = attemptBase(sr.env, m.spec.Environments)
 	return sr, os.MkdirAll(filepath.Join(dir, ".scalebox"), 0o755)
 }
 
@@ -639,26 +644,58 @@ func (p *Pilot) slotEnv(sr *slotRun) []string {
 	return dedupEnv(append(env, m.spec.Environments...))
 }
 
+// attemptVars are the variables taskEnv sets for each attempt.
+var attemptVars = map[string]bool{
+	"SCALEBOX_TOKEN": true, "TASK_ID": true, "TASK_ATTEMPT": true,
+	"FROM_MODULE": true, "FROM_HOST": true, "FROM_IP": true, "BATCH_FILE": true,
+}
+
+// attemptBase splits a slot's environment for taskEnv: the entries it
+// copies for every attempt (all but the attempt variables, which the
+// attempt sets, unless the module's own environments set them) and the
+// attempt variables the module sets.
+func attemptBase(slotEnv, moduleEnv []string) (base []string, moduleSets map[string]bool) {
+	for _, kv := range moduleEnv {
+		if k, _, _ := strings.Cut(kv, "="); attemptVars[k] {
+			if moduleSets == nil {
+				moduleSets = map[string]bool{}
+			}
+			moduleSets[k] = true
+		}
+	}
+	base = make([]string, 0, len(slotEnv))
+	for _, kv := range slotEnv {
+		if k, _, _ := strings.Cut(kv, "="); !attemptVars[k] || moduleSets[k] {
+			base = append(base, kv)
+		}
+	}
+	return base, moduleSets
+}
+
 // taskEnv is the environment of one attempt: the slot's (built once per
-// slot by slotEnv) plus the task's.
+// slot by slotEnv and split by attemptBase) plus the attempt's, one entry
+// per variable; the module's own environments win over everything the
+// platform sets.
 func taskEnv(sr *slotRun, t *api.LeasedTask, secret string) []string {
-	m := sr.m
-	env := make([]string, len(sr.env), len(sr.env)+8+len(m.spec.Environments))
-	copy(env, sr.env)
+	env := make([]string, len(sr.attemptEnv), len(sr.attemptEnv)+len(attemptVars))
+	copy(env, sr.attemptEnv)
 	hdr := map[string]string{}
 	_ = jsonUnmarshal(t.Headers, &hdr)
-	add := func(k, v string) { env = append(env, k+"="+v) }
+	add := func(k, v string) {
+		if !sr.moduleSets[k] {
+			env = append(env, k+"="+v)
+		}
+	}
 	add("SCALEBOX_TOKEN", secret)
 	add("TASK_ID", strconv.FormatInt(t.TaskID, 10))
 	add("TASK_ATTEMPT", strconv.Itoa(t.Attempt))
 	add("FROM_MODULE", hdr["from_module"])
 	add("FROM_HOST", hdr["from_host"])
 	add("FROM_IP", hdr["from_ip"])
-	if m.spec.TaskBatchSize > 1 {
+	if sr.m.spec.TaskBatchSize > 1 {
 		add("BATCH_FILE", path.Join(sr.workDir, "input-messages.txt"))
 	}
-	// The module's own environments win over everything the platform sets.
-	return dedupEnv(append(env, m.spec.Environments...))
+	return env
 }
 
 // dedupEnv keeps one entry per variable, the last one set, in the place

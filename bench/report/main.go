@@ -363,12 +363,20 @@ func splice(doc, gen string) (string, error) {
 	return doc[:i] + block + doc[j+len(endMark):], nil
 }
 
+// commit names the checked-out commit, "-dirty" if code differs from it;
+// the docs and figures (*.md, bench.json) do not count, since make bench
+// itself rewrites them.
 func commit() string {
-	out, err := exec.Command("git", "describe", "--always", "--dirty").Output()
+	out, err := exec.Command("git", "describe", "--always").Output()
 	if err != nil {
 		return "unknown"
 	}
-	return string(bytes.TrimSpace(out))
+	c := string(bytes.TrimSpace(out))
+	st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!*.md", ":!bench.json").Output()
+	if err != nil || len(bytes.TrimSpace(st)) > 0 {
+		c += "-dirty"
+	}
+	return c
 }
 
 func machine(cpu string) Machine {

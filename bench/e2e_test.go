@@ -34,7 +34,7 @@ func TestMain(m *testing.M) {
 
 // Knobs (environment variables), with their defaults.
 var (
-	e2eTasks      = envInt("SCALEBOX_BENCH_TASKS", 5000)     // tasks per EndToEnd iteration
+	e2eTasks      = envInt("SCALEBOX_BENCH_TASKS", 20000)    // tasks per EndToEnd iteration
 	e2eBatch      = envInt("SCALEBOX_BENCH_BATCH", 500)      // tasks per TaskAdd request
 	e2ePilots     = envInt("SCALEBOX_BENCH_PILOTS", 2)       // pilots in EndToEnd
 	dispatchTasks = envInt("SCALEBOX_BENCH_DISPATCH", 200)   // tasks per DispatchLatency iteration

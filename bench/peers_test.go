@@ -19,7 +19,7 @@ import (
 
 // Knobs of the peer benchmarks (environment variables), with their defaults.
 var (
-	peerTasks     = envInt("SCALEBOX_BENCH_PEER_TASKS", 5000)     // Dask tasks of each kind (EndToEnd's default)
+	peerTasks     = envInt("SCALEBOX_BENCH_PEER_TASKS", 20000)    // Dask tasks of each kind (EndToEnd's default)
 	peerWorkers   = envInt("SCALEBOX_BENCH_PEER_WORKERS", 2)      // Dask worker processes, 1 thread each
 	snakemakeJobs = envInt("SCALEBOX_BENCH_SNAKEMAKE_JOBS", 1000) // Snakemake jobs (plus the rule all)
 )

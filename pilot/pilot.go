@@ -628,6 +628,12 @@ func (p *Pilot) leaseRequest(m *module) *api.LeaseRequest {
 	if room <= 0 || !p.fitsBeforeDeadline(m) {
 		return nil
 	}
+	if p.queued[m.id] > 0 && room < (prefetch+1)/2 {
+		// Tasks are still queued: refill once half the prefetch is used
+		// (a low-water mark), so short tasks come in batches of half the
+		// prefetch, not one lease request for each task that finished.
+		return nil
+	}
 	return &api.LeaseRequest{Slots: []api.SlotRequest{{ModuleID: m.id, Max: room}}, Hosts: p.hosts, WaitSeconds: wait}
 }
 
@@ -763,6 +769,7 @@ func (p *Pilot) reporter() {
 		backoff  time.Duration
 		results  = p.results
 		deadline <-chan time.Time
+		lastSent time.Time // when the last report went
 	)
 	retry.Stop()
 	defer retry.Stop()
@@ -775,10 +782,11 @@ func (p *Pilot) reporter() {
 	}
 	for results != nil || len(backlog) > 0 {
 		if len(backlog) == 0 {
-			batch, ok := p.nextBatch(results)
+			batch, ok := p.nextBatch(results, lastSent.Add(reportEvery))
 			if !ok {
 				return
 			}
+			lastSent = time.Now()
 			if err := p.deliver(context.Background(), p.id.Load(), batch, false); err != nil && !errors.Is(err, errRefused) {
 				p.log.Warn("report failed; results spooled to disk until the broker takes them", zap.Error(err), zap.Int("results", len(batch)))
 				keep(batch)
@@ -796,7 +804,7 @@ func (p *Pilot) reporter() {
 				deadline = time.After(p.cfg.ReportFlush)
 				continue
 			}
-			batch, _ := p.nextBatch(results, r)
+			batch, _ := p.nextBatch(results, time.Time{}, r)
 			keep(batch)
 		case <-retry.C:
 			b := backlog[0]
@@ -829,10 +837,17 @@ func (p *Pilot) reporter() {
 	}
 }
 
+// reportEvery is the shortest interval between two reports of a busy
+// pilot: results that come faster wait for the next report, up to that
+// long, so that a stream of short tasks is reported in batches (fewer
+// requests and broker transactions per task) while a result that comes
+// after a quiet spell goes at once.
+const reportEvery = 50 * time.Millisecond
+
 // nextBatch gathers up to 512 results: first (if given), else one waited
-// for, then whatever is ready. ok is false when results is closed and
-// empty.
-func (p *Pilot) nextBatch(results <-chan *api.Result, first ...*api.Result) (batch []api.Result, ok bool) {
+// for, then, until the time until, whatever comes, and after it whatever is
+// already queued. ok is false when results is closed and empty.
+func (p *Pilot) nextBatch(results <-chan *api.Result, until time.Time, first ...*api.Result) (batch []api.Result, ok bool) {
 	const maxBatch = 512
 	if len(first) == 0 {
 		r, ok := <-results
@@ -842,6 +857,12 @@ func (p *Pilot) nextBatch(results <-chan *api.Result, first ...*api.Result) (bat
 		first = append(first, r)
 	}
 	batch = append(make([]api.Result, 0, 16), *first[0])
+	var linger <-chan time.Time
+	if d := time.Until(until); d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		linger = t.C
+	}
 	for len(batch) < maxBatch {
 		select {
 		case r, ok := <-results:
@@ -849,8 +870,23 @@ func (p *Pilot) nextBatch(results <-chan *api.Result, first ...*api.Result) (bat
 				return batch, true
 			}
 			batch = append(batch, *r)
+			continue
+		case <-linger:
+			linger = nil
+			continue
 		default:
+		}
+		if linger == nil {
 			return batch, true
+		}
+		select {
+		case r, ok := <-results:
+			if !ok {
+				return batch, true
+			}
+			batch = append(batch, *r)
+		case <-linger:
+			linger = nil
 		}
 	}
 	return batch, true

@@ -169,6 +169,37 @@ modules:
 	require.DirExists(t, filepath.Join(e.dir, "scratch", "scalebox", "data", fmt.Sprintf("app-%d", a.ID)))
 }
 
+// TestWorkDirEmptiedBetweenAttempts: a slot's work dir holds nothing of
+// the attempt before (files, directories, interface files), only .scalebox.
+func TestWorkDirEmptiedBetweenAttempts(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.script(t, "gen/run.sh", `for i in 1 2 3 4; do echo "use,item-$i" >> "$WORK_DIR/sink-tasks.txt"; done`)
+	e.script(t, "use/run.sh", `
+left=$(ls -A "$WORK_DIR" | grep -vx .scalebox | tr '\n' ' ')
+mkdir -p "$WORK_DIR/sub-$1/deeper" && touch "$WORK_DIR/f-$1" "$WORK_DIR/sub-$1/deeper/g"
+echo "use,again-$1" > "$WORK_DIR/other.txt"
+echo "left:$left" > "$WORK_DIR/auxout.txt"
+`)
+	a := e.createApp(t, `
+name: emptied
+modules:
+  gen:
+    arguments: {code_path: "${DIR}/gen"}
+    sink_modules: [use]
+    parameters: {start_task: "x"}
+  use:
+    arguments: {code_path: "${DIR}/use"}
+`)
+	stats := e.runPilot(t, a.ID, map[string]int{"gen": 1, "use": 1})
+	require.EqualValues(t, 5, stats.Succeeded.Load())
+	for _, u := range e.tasks(t, a.ID, "use") {
+		d, err := e.client.TaskGet(e.ctx, u.ID)
+		require.NoError(t, err)
+		require.Equal(t, "left:\n", d.Attempts[0].CustomText, "task %s found the files of an earlier attempt", u.Body)
+	}
+}
+
 func TestTimeoutIs124AndKillsTheGroup(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)

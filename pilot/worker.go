@@ -270,8 +270,12 @@ func (p *Pilot) execute(ctx context.Context, sr *slotRun, batch []*api.LeasedTas
 	// every attempt (all but .scalebox/, Scalebox's per-slot state), which
 	// costs far less than a new directory per task on a slow file system.
 	dir := sr.dir
-	defer p.clearWorkDir(dir, "")
+	var listed []string // dir's entries as Collect found them: not listed twice
+	defer func() { p.clearWorkDir(dir, "", listed) }()
 	rec, res, files := p.runAttempt(actx, sr, taskEnv(sr, t, a.secret), batch)
+	if files != nil {
+		listed = files.Entries
+	}
 	rec.StartedAt = &started
 
 	cause := context.Cause(actx)
@@ -343,18 +347,26 @@ func (p *Pilot) execute(ctx context.Context, sr *slotRun, batch []*api.LeasedTas
 	}
 	if code != 0 && p.cfg.Keep {
 		keep := filepath.Join(p.dir, fmt.Sprintf("attempt-%d-%d", t.TaskID, t.Attempt))
-		p.clearWorkDir(dir, keep)
+		p.clearWorkDir(dir, keep, listed)
+		listed = nil // what could not be moved is listed again and removed
 		p.log.Info("kept work dir of failed attempt", zap.String("dir", keep))
 	}
 }
 
 // clearWorkDir empties a slot's work dir except .scalebox/; with keepAs,
-// the entries are moved there instead of removed (--keep-failed).
-func (p *Pilot) clearWorkDir(dir, keepAs string) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		p.log.Warn("read work dir", zap.String("dir", dir), zap.Error(err))
-		return
+// the entries are moved there instead of removed (--keep-failed). names
+// are the dir's entries if known (nil: list it).
+func (p *Pilot) clearWorkDir(dir, keepAs string, names []string) {
+	if names == nil {
+		f, err := os.Open(dir)
+		if err == nil {
+			names, err = f.Readdirnames(-1)
+			_ = f.Close()
+		}
+		if err != nil {
+			p.log.Warn("read work dir", zap.String("dir", dir), zap.Error(err))
+			return
+		}
 	}
 	if keepAs != "" {
 		if err := os.MkdirAll(keepAs, 0o755); err != nil {
@@ -362,12 +374,12 @@ func (p *Pilot) clearWorkDir(dir, keepAs string) {
 			keepAs = ""
 		}
 	}
-	for _, e := range entries {
-		if e.Name() == ".scalebox" {
+	for _, name := range names {
+		if name == ".scalebox" {
 			continue
 		}
-		path := filepath.Join(dir, e.Name())
-		if keepAs != "" && os.Rename(path, filepath.Join(keepAs, e.Name())) == nil {
+		path := filepath.Join(dir, name)
+		if keepAs != "" && os.Rename(path, filepath.Join(keepAs, name)) == nil {
 			continue
 		}
 		if err := os.RemoveAll(path); err != nil {

@@ -48,6 +48,7 @@ const maxListed = 256
 type wdir struct {
 	path  string
 	names map[string]bool // its entries, or nil if not listed
+	list  []string        // the same, as listed (non-nil when listed)
 }
 
 // openWorkDir lists small work dirs: most tasks leave few files, and one
@@ -64,6 +65,7 @@ func openWorkDir(path string) *wdir {
 		return w
 	}
 	w.names = make(map[string]bool, len(names))
+	w.list = append(make([]string, 0, len(names)), names...)
 	for _, n := range names {
 		w.names[n] = true
 	}

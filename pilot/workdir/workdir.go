@@ -103,6 +103,10 @@ type Files struct {
 	RemovedFiles []string          // removed-files.txt, as listed
 	Extra        map[string]any    // extra-attributes.txt / extra-attrs.yaml
 	Problems     []string          // "task-exec.json: invalid JSON at line 1, column 9: …", "sink-tasks.txt:3: …"
+	// Entries are the names in dir when Collect listed it (a small dir), so
+	// that emptying it for the next attempt need not list it again; nil
+	// when it was not listed.
+	Entries []string
 }
 
 // LabeledTime is one user timestamp.
@@ -125,6 +129,7 @@ func Collect(dir string, opt Options) *Files {
 	var p problems
 	defer func() { f.Problems = p.result() }()
 	w := openWorkDir(dir)
+	f.Entries = w.list
 
 	for _, name := range messageFiles {
 		if data, ok := readFile(w, name, maxMessages, &p); ok {

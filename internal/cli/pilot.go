@@ -26,7 +26,7 @@ type PilotRunCmd struct {
 	MaxIdle     time.Duration `name:"max-idle" default:"0s" help:"Exit after this long with nothing to do (0: never)."`
 	Grace       time.Duration `default:"30s" help:"On SIGTERM/SIGINT, how long running tasks may finish before they are stopped and handed back."`
 	ReportFlush time.Duration `default:"30s" help:"On stop, how long to keep trying to deliver results the broker could not take; the rest stay in the node's spool (<scratch>/scalebox/spool) for the next pilot there."`
-	Prefetch    int           `help:"Tasks leased ahead per module beyond the free slots (default: adaptive, from one per slot up to what the slots run in 20 ms)."`
+	Prefetch    int           `help:"Tasks leased ahead per module beyond the free slots (default: adaptive, from one per slot up to what the slots run in 100 ms)."`
 	Walltime    time.Duration `help:"Time this pilot may run (default: the Slurm/PBS job's own end, when inside one). It leases only tasks that can finish before it and drains --grace before it."`
 	JobID       string        `name:"job-id" help:"Batch job id to report (default: detected from SLURM_*/PBS_*)."`
 	LogLevel    string        `default:"info" help:"debug, info, warn or error."`

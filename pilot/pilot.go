@@ -770,6 +770,7 @@ func (p *Pilot) reporter() {
 		results  = p.results
 		deadline <-chan time.Time
 		lastSent time.Time // when the last report went
+		lastSize int       // and how many results it carried
 	)
 	retry.Stop()
 	defer retry.Stop()
@@ -782,11 +783,15 @@ func (p *Pilot) reporter() {
 	}
 	for results != nil || len(backlog) > 0 {
 		if len(backlog) == 0 {
-			batch, ok := p.nextBatch(results, lastSent.Add(reportEvery))
+			var until time.Time // results come in a stream: gather them
+			if lastSize > 1 {
+				until = lastSent.Add(reportEvery)
+			}
+			batch, ok := p.nextBatch(results, until)
 			if !ok {
 				return
 			}
-			lastSent = time.Now()
+			lastSent, lastSize = time.Now(), len(batch)
 			if err := p.deliver(context.Background(), p.id.Load(), batch, false); err != nil && !errors.Is(err, errRefused) {
 				p.log.Warn("report failed; results spooled to disk until the broker takes them", zap.Error(err), zap.Int("results", len(batch)))
 				keep(batch)
@@ -837,16 +842,20 @@ func (p *Pilot) reporter() {
 	}
 }
 
-// reportEvery is the shortest interval between two reports of a busy
-// pilot: results that come faster wait for the next report, up to that
-// long, so that a stream of short tasks is reported in batches (fewer
-// requests and broker transactions per task) while a result that comes
-// after a quiet spell goes at once.
+// reportEvery is the shortest interval between two reports of a pilot
+// whose results come in a stream (its last report carried more than one):
+// results that come faster wait for the next report, up to that long, so
+// that a stream of short tasks is reported in batches (fewer requests and
+// broker transactions per task). A result that comes alone (after a quiet
+// spell, or one step of a chain of tasks that each wait for the one
+// before) goes at once, and so does a batch once no other task of the
+// pilot is left to finish.
 const reportEvery = 50 * time.Millisecond
 
 // nextBatch gathers up to 512 results: first (if given), else one waited
-// for, then, until the time until, whatever comes, and after it whatever is
-// already queued. ok is false when results is closed and empty.
+// for, then, until the time until and while the pilot holds tasks whose
+// results are still to come, whatever comes; then whatever is already
+// queued. ok is false when results is closed and empty.
 func (p *Pilot) nextBatch(results <-chan *api.Result, until time.Time, first ...*api.Result) (batch []api.Result, ok bool) {
 	const maxBatch = 512
 	if len(first) == 0 {
@@ -858,7 +867,7 @@ func (p *Pilot) nextBatch(results <-chan *api.Result, until time.Time, first ...
 	}
 	batch = append(make([]api.Result, 0, 16), *first[0])
 	var linger <-chan time.Time
-	if d := time.Until(until); d > 0 {
+	if d := time.Until(until); d > 0 && p.awaiting(len(batch)) {
 		t := time.NewTimer(d)
 		defer t.Stop()
 		linger = t.C
@@ -876,7 +885,7 @@ func (p *Pilot) nextBatch(results <-chan *api.Result, until time.Time, first ...
 			continue
 		default:
 		}
-		if linger == nil {
+		if linger == nil || !p.awaiting(len(batch)) {
 			return batch, true
 		}
 		select {
@@ -937,6 +946,15 @@ func (p *Pilot) unholdResults(batch []api.Result) {
 		tas[i] = api.TaskAttempt{TaskID: r.TaskID, Attempt: r.Attempt}
 	}
 	p.unhold(tas...)
+}
+
+// awaiting says whether the pilot holds leases whose results are still to
+// come, beyond the n results gathered for a report: held are all the
+// leases queued, running or done and not reported yet.
+func (p *Pilot) awaiting(n int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.held) > n
 }
 
 // unhold forgets leases: their results were reported, or they are lost.

@@ -76,12 +76,16 @@ func TestSlotTimeMovingAverage(t *testing.T) {
 	require.InDelta(t, float64(time.Second), float64(s.mean()), float64(time.Millisecond), "converges to a new regime")
 }
 
-// TestNextBatchLinger: before the time given, nextBatch waits for more
-// results (here until the batch is full or the results end); after it, it
-// takes only what is queued.
+// TestNextBatchLinger: before the time given, and while the pilot holds
+// leases whose results are still to come, nextBatch waits for more results
+// (here until the batch is full or the results end); otherwise it takes
+// only what is queued.
 func TestNextBatchLinger(t *testing.T) {
 	t.Parallel()
-	p := &Pilot{}
+	p := &Pilot{held: map[int64]int{}}
+	for i := range 1000 {
+		p.held[int64(i)] = 1
+	}
 	results := make(chan *api.Result, 600)
 	for i := range 5 {
 		results <- &api.Result{TaskID: int64(i)}
@@ -107,4 +111,13 @@ func TestNextBatchLinger(t *testing.T) {
 	require.Len(t, batch, 88+3, "lingering: results that come later join the batch, until the channel closes")
 	_, ok = p.nextBatch(results, time.Time{})
 	require.False(t, ok, "closed and empty")
+
+	// Nothing else held: no result can come, so no waiting for one.
+	p = &Pilot{held: map[int64]int{1: 1, 2: 1}}
+	results = make(chan *api.Result, 2)
+	results <- &api.Result{TaskID: 1}
+	results <- &api.Result{TaskID: 2}
+	batch, ok = p.nextBatch(results, time.Now().Add(time.Hour))
+	require.True(t, ok)
+	require.Len(t, batch, 2, "every held result gathered: it goes at once")
 }

@@ -873,30 +873,24 @@ func (p *Pilot) nextBatch(results <-chan *api.Result, until time.Time, first ...
 		linger = t.C
 	}
 	for len(batch) < maxBatch {
+		var r *api.Result
 		select {
-		case r, ok := <-results:
-			if !ok {
+		case r, ok = <-results:
+		default: // nothing queued: wait only while lingering and more can come
+			if linger == nil || !p.awaiting(len(batch)) {
 				return batch, true
 			}
-			batch = append(batch, *r)
-			continue
-		case <-linger:
-			linger = nil
-			continue
-		default:
+			select {
+			case r, ok = <-results:
+			case <-linger:
+				linger = nil
+				continue
+			}
 		}
-		if linger == nil || !p.awaiting(len(batch)) {
+		if !ok {
 			return batch, true
 		}
-		select {
-		case r, ok := <-results:
-			if !ok {
-				return batch, true
-			}
-			batch = append(batch, *r)
-		case <-linger:
-			linger = nil
-		}
+		batch = append(batch, *r)
 	}
 	return batch, true
 }

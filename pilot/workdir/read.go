@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -47,8 +48,7 @@ const maxListed = 256
 // wdir is a work dir being collected.
 type wdir struct {
 	path  string
-	names map[string]bool // its entries, or nil if not listed
-	list  []string        // the same, as listed (non-nil when listed)
+	names []string // its entries (non-nil), or nil if not listed
 }
 
 // openWorkDir lists small work dirs: most tasks leave few files, and one
@@ -64,16 +64,15 @@ func openWorkDir(path string) *wdir {
 	if (err != nil && err != io.EOF) || len(names) > maxListed {
 		return w
 	}
-	w.names = make(map[string]bool, len(names))
-	w.list = append(make([]string, 0, len(names)), names...)
-	for _, n := range names {
-		w.names[n] = true
+	if names == nil {
+		names = []string{} // listed, empty
 	}
+	w.names = names
 	return w
 }
 
-// has says whether name may be in the dir.
-func (w *wdir) has(name string) bool { return w.names == nil || w.names[name] }
+// has says whether name may be in the dir (a few names: a scan beats a map).
+func (w *wdir) has(name string) bool { return w.names == nil || slices.Contains(w.names, name) }
 
 // openRegular opens name without blocking (a FIFO would) and only if it
 // is a regular file. ok is false when the file is absent or refused (the

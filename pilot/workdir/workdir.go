@@ -129,7 +129,7 @@ func Collect(dir string, opt Options) *Files {
 	var p problems
 	defer func() { f.Problems = p.result() }()
 	w := openWorkDir(dir)
-	f.Entries = w.list
+	f.Entries = w.names
 
 	for _, name := range messageFiles {
 		if data, ok := readFile(w, name, maxMessages, &p); ok {
